@@ -160,8 +160,14 @@ class VallEConfig(PreTrainedConfig):
 
     # ----------------------------------------------------------------------------------------------
 
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # Checked here as well as by `@strict` (which wraps errors in its own exception type) so that a
+        # bad value surfaces as a plain `ValueError` at construction.
+        self.validate_architecture()
+
     def validate_architecture(self):
-        """Part of the `@strict` validation: every inconsistency raises a `ValueError` that says what to change."""
+        """Every inconsistency raises a `ValueError` that says what to change."""
         def fail(message):
             raise ValueError(f"VallEConfig: {message}")
 
