@@ -401,45 +401,56 @@ def _training_info_dict(training_info: Mapping[str, Any] | None) -> dict[str, An
 # Sections
 # --------------------------------------------------------------------------------------------
 
-# Where each row's number may live in a config: the current VallEConfig name first, then the
-# names used by older or converted configs.
-_ARCHITECTURE_FIELDS = (
-    ("AR decoder layers", ("ar_num_hidden_layers", "ar_num_layers", "num_ar_layers", "num_hidden_layers")),
-    ("NAR decoder layers", ("nar_num_hidden_layers", "nar_num_layers", "num_nar_layers", "num_hidden_layers")),
-    ("Width (hidden size)", ("hidden_size", "d_model")),
-    ("Attention heads", ("num_attention_heads", "num_heads")),
-    ("Feed-forward size", ("intermediate_size", "ffn_dim")),
-    ("Codebooks (EnCodec RVQ)", ("num_codebooks", "n_codebooks", "num_quantizers")),
-    ("Codebook size", ("codebook_size", "audio_vocab_size")),
-    ("Phoneme vocabulary", ("phoneme_vocab_size", "text_vocab_size", "vocab_size")),
-    ("Audio sampling rate (Hz)", ("sampling_rate", "sample_rate")),
-)
-
-
-def _first_number(config: Mapping[str, Any], names: Iterable[str]) -> int | float | None:
-    for name in names:
-        value = config.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value
+def _config_int(config: Mapping[str, Any], name: str, fallback: str | None = None) -> int | None:
+    """An integer field of the config; `None` in `name` means "same as `fallback`" (the NAR overrides)."""
+    value = config.get(name)
+    if value is None and fallback is not None:
+        value = config.get(fallback)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     return None
 
 
-def _format_number(value: int | float) -> str:
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+# (label, AR field, NAR override field); a NAR override of None means "same as the AR".
+_DECODER_FIELDS = (
+    ("Layers", "num_hidden_layers", "nar_num_hidden_layers"),
+    ("Width (hidden size)", "hidden_size", "nar_hidden_size"),
+    ("Attention heads", "num_attention_heads", "nar_num_attention_heads"),
+    ("Feed-forward size", "intermediate_size", "nar_intermediate_size"),
+)
+
+_SHARED_FIELDS = (
+    ("Codebooks (EnCodec residual VQ)", "num_codebooks"),
+    ("Codes per codebook", "codebook_size"),
+    ("Phoneme vocabulary", "vocab_size"),
+    ("Language embeddings", "num_languages"),
+    ("Audio sampling rate (Hz)", "sampling_rate"),
+    ("Codec frames per second", "frame_rate"),
+)
 
 
 def _architecture_rows(config: Mapping[str, Any], num_parameters: int | None, languages: list[str]) -> str:
-    rows = []
-    for label, names in _ARCHITECTURE_FIELDS:
-        value = _first_number(config, names)
-        if value is not None:
-            rows.append((label, _format_number(value)))
+    rows = ["| | AR decoder (codebook 1) | NAR decoder (other codebooks) |", "|---|---|---|"]
     if not config:
-        rows.append(("Configuration", "not given to the card writer; see `config.json`"))
+        rows.append("| Configuration | not given to the card writer; see `config.json` | |")
+    for label, ar_name, nar_name in _DECODER_FIELDS:
+        ar_value, nar_value = _config_int(config, ar_name), _config_int(config, nar_name, ar_name)
+        if ar_value is not None or nar_value is not None:
+            rows.append(f"| {label} | {_format_count(ar_value)} | {_format_count(nar_value)} |")
+    shared = ["| | |", "|---|---|"]
+    for label, name in _SHARED_FIELDS:
+        value = _config_int(config, name)
+        if value is not None and not (name == "num_languages" and value == 0):
+            shared.append(f"| {label} | {_format_count(value)} |")
     if num_parameters is not None:
-        rows.append(("Parameters", f"{num_parameters:,} ({_short_count(num_parameters)})"))
-    rows.append(("Language(s)", ", ".join(f"`{code}`" for code in languages) if languages else "not stated"))
-    return "\n".join(f"| {label} | {value} |" for label, value in rows)
+        shared.append(f"| Parameters (both decoders) | {num_parameters:,} ({_short_count(num_parameters)}) |")
+    spoken = ", ".join(f"`{code}`" for code in languages) if languages else "not stated"
+    shared.append(f"| Language(s) | {spoken} |")
+    return "\n".join(rows) + "\n\n" + "\n".join(shared)
+
+
+def _format_count(value: int | None) -> str:
+    return "?" if value is None else f"{value:,}"
 
 
 def _short_count(count: int) -> str:
