@@ -1,10 +1,78 @@
-"""Tiny builders shared by the tests (< 1M parameters, fast on 2 CPU cores)."""
+"""Tiny, offline, seeded building blocks shared by the tests (each builder is a plain function: add yours below)."""
 
-from __future__ import annotations
-
+import numpy as np
 import torch
+from transformers import EncodecConfig, EncodecModel
 
-from configuration_valle import VallEConfig
+
+# A few sentences with numbers, abbreviations and punctuation, enough for a small English phoneme vocabulary.
+TINY_CORPUS = [
+    "Hello world, this is a small test.",
+    "The quick brown fox jumps over the lazy dog!",
+    "Dr. Smith paid $5 for 42 apples at 3 o'clock.",
+    "Would you like some tea? Yes, please.",
+    "She sells sea shells by the sea shore; they are lovely.",
+    "Voices carry weight, rhythm and breath.",
+    "Zero-shot speech synthesis needs only three seconds of audio.",
+]
+
+
+def tiny_tokenizer(**options):
+    """A `VallEPhonemeTokenizer` whose vocabulary is built on `TINY_CORPUS` (options: any tokenizer argument)."""
+    from processing_valle import VallEPhonemeTokenizer
+
+    return VallEPhonemeTokenizer.build_vocab(TINY_CORPUS, **options)
+
+
+def tiny_codec(seed: int = 0) -> EncodecModel:
+    """
+    A randomly initialised EnCodec (~0.1M parameters) with the real framing: 24 kHz, hop 320 (75 frames/s) and
+    8 codebooks of 1024 entries at 6 kbps. Its codebooks are randomised: transformers initialises them to zero,
+    which would make every code 0.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    config = EncodecConfig(
+        target_bandwidths=[1.5, 3.0, 6.0],  # the largest sets the number of quantizers: 6 kbps -> 8 codebooks
+        sampling_rate=24_000,
+        upsampling_ratios=[8, 5, 4, 2],  # hop 320 -> 75 Hz
+        num_filters=4,
+        hidden_size=16,
+        codebook_dim=16,
+        num_lstm_layers=1,
+        codebook_size=1024,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = EncodecModel(config).eval()
+    with torch.no_grad():
+        for layer in model.quantizer.layers:
+            codebook = layer.codebook
+            # Scaled like the encoder's output, so that nearest-neighbour search spreads over many entries.
+            codebook.embed.copy_(torch.randn(codebook.embed.shape, generator=generator) * 0.5)
+            codebook.embed_avg.copy_(codebook.embed)
+            codebook.cluster_size.fill_(1.0)
+    return model
+
+
+def tiny_waveform(seconds: float = 1.0, sampling_rate: int = 24_000, seed: int = 0, channels: int = 0) -> np.ndarray:
+    """A voiced-sounding test signal (harmonics of a gliding pitch plus a little noise), float32 in [-1, 1].
+
+    `channels=0` gives a 1-D mono array, `channels=n` an array of shape (n, samples)."""
+    rng = np.random.default_rng(seed)
+    time = np.arange(int(seconds * sampling_rate)) / sampling_rate
+    pitch = 120 + 30 * np.sin(2 * np.pi * 0.7 * time)
+    phase = 2 * np.pi * np.cumsum(pitch) / sampling_rate
+    signal = sum(np.sin(k * phase) / k for k in range(1, 6)) * 0.3 + 0.01 * rng.standard_normal(time.shape)
+    signal = signal.astype(np.float32)
+    if channels:
+        signal = np.stack([signal * (1.0 - 0.1 * c) for c in range(channels)])
+    return signal
+
+
+# ------------------------------------------------------------------------------------------------
+# VALL-E model builders
+
+from configuration_valle import VallEConfig  # noqa: E402
 
 
 def tiny_valle_config(**overrides) -> VallEConfig:
