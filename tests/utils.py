@@ -44,13 +44,19 @@ def tiny_codec(seed: int = 0) -> EncodecModel:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = EncodecModel(config).eval()
+    # Each codebook is drawn around the residual it will quantise (on a test signal), so that the codes of
+    # speech-like audio spread over many entries instead of all landing on the same few.
     with torch.no_grad():
+        signal = np.concatenate([tiny_waveform(1.0, seed=seed + k) * (0.3 + 0.3 * k) for k in range(3)])
+        residual = model.encoder(torch.from_numpy(signal)[None, None])  # (1, dim, frames)
         for layer in model.quantizer.layers:
             codebook = layer.codebook
-            # Scaled like the encoder's output, so that nearest-neighbour search spreads over many entries.
-            codebook.embed.copy_(torch.randn(codebook.embed.shape, generator=generator) * 0.5)
+            mean = residual.mean(dim=-1)[0]
+            spread = residual.std(dim=-1)[0] + 1e-6
+            codebook.embed.copy_(mean + spread * torch.randn(codebook.embed.shape, generator=generator))
             codebook.embed_avg.copy_(codebook.embed)
             codebook.cluster_size.fill_(1.0)
+            residual = residual - layer.decode(layer.encode(residual))
     return model
 
 
