@@ -459,6 +459,8 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         for name, value in GENERATION_DEFAULTS.items():
             if getattr(self.generation_config, name, None) is None:
                 setattr(self.generation_config, name, value)
+        # These are deliberate defaults, not values copied from the model config: keep them when reloading.
+        self.generation_config._from_model_config = False
 
     def get_input_embeddings(self) -> nn.Module:
         return self.ar_phoneme_embedding
@@ -833,8 +835,8 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         audio_ids = prompt_codes[..., 0]
         audio_mask = prompt_mask
         if config.use_audio_bos:
-            audio_ids = torch.cat([torch.full_like(audio_ids[:, :1], config.audio_bos_token_id), audio_ids], dim=1)
-            audio_mask = torch.cat([torch.ones_like(audio_mask[:, :1]), audio_mask], dim=1)
+            audio_ids = torch.cat([audio_ids.new_full((batch_size, 1), config.audio_bos_token_id), audio_ids], dim=1)
+            audio_mask = torch.cat([audio_mask.new_ones((batch_size, 1)), audio_mask], dim=1)
         audio_so_far = audio_mask.sum(dim=1)  # BOS and prompt frames already in place
 
         # Each item stops at EOS or at its cap: `max_new_tokens`, else `max_frames_per_phoneme` frames per phoneme
