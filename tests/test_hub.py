@@ -411,3 +411,135 @@ def test_cli_push_reports_folder_problems_without_a_traceback(tmp_path, capsys):
         assert valle_main(["push", str(folder), "alice/valle-tiny"]) == 2
     api_class.assert_not_called()
     assert "config.json is missing" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# The uploaded file set alone loads with trust_remote_code=True where the project is not installed
+# ------------------------------------------------------------------------------------------
+
+# The project is installed editable: a .pth file in site-packages installs an import finder that
+# maps `modeling_valle`, `valle`, ... to this repository. The child below runs with `-I` (no
+# PYTHON* variables, no user site, no script or working directory on sys.path) and `-S` (the
+# `site` module is not run, so no .pth file is processed and that finder never exists), then puts
+# the venv's site-packages on sys.path by hand: torch, transformers etc. import as usual, this
+# project does not. It checks that before loading anything. The cwd is a temporary folder and
+# HF_MODULES_CACHE a fresh one, so the classes can only come from the copied repository files.
+REMOTE_CHILD = r"""
+import importlib, json, sys
+sys.path.append(SITE_PACKAGES)
+for name in ("configuration_valle", "modeling_valle", "processing_valle", "valle", "hub_cards"):
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        continue
+    raise SystemExit(f"isolation failed: {name} is importable in the child")
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoModelForTextToWaveform, AutoProcessor
+
+result = {}
+model = AutoModel.from_pretrained(REPO, trust_remote_code=True).eval()
+result["model_module"] = type(model).__module__
+result["tts_class"] = type(AutoModelForTextToWaveform.from_pretrained(REPO, trust_remote_code=True)).__name__
+if WITH_PROCESSOR:
+    processor = AutoProcessor.from_pretrained(REPO, trust_remote_code=True)
+    result["processor_module"] = type(processor).__module__
+    prompt = np.random.default_rng(0).uniform(-0.5, 0.5, 4800).astype(np.float32)
+    inputs = processor(text="a b c d", prompt_audio=prompt, sampling_rate=24000, prompt_text="e f")
+    codes = model.generate(**inputs, do_sample=False, max_new_tokens=6)
+    result["waveform_samples"] = int(processor.batch_decode(codes)[0].shape[0])
+else:
+    torch.manual_seed(0)
+    inputs = dict(
+        input_ids=torch.randint(3, model.config.vocab_size, (1, 6)),
+        prompt_codes=torch.randint(0, model.config.codebook_size, (1, 4, model.config.num_codebooks)),
+    )
+    codes = model.generate(**inputs, do_sample=False, max_new_tokens=6)
+result["codes"] = codes.tolist()
+print("RESULT " + json.dumps(result))
+"""
+
+
+def _tiny_processor(codebooks: int):
+    from transformers import EncodecConfig, EncodecModel
+
+    from processing_valle import VallEPhonemeTokenizer, VallEProcessor
+
+    # 75 frames/s of 16-code (4-bit) codebooks: 0.3 kbps per codebook.
+    codec_config = EncodecConfig(
+        num_filters=4, upsampling_ratios=[8, 5, 4, 2], codebook_size=16, codebook_dim=8, hidden_size=8,
+        num_lstm_layers=1, target_bandwidths=[0.3 * codebooks],
+    )
+    torch.manual_seed(0)
+    codec = EncodecModel(codec_config).eval()
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3, **{symbol: 4 + i for i, symbol in enumerate("abcdefgh_")}}
+    tokenizer = VallEPhonemeTokenizer(vocab=vocab, do_phonemize=False)
+    return VallEProcessor(tokenizer, codec=codec, codec_bandwidth=0.3 * codebooks)
+
+
+def test_uploaded_file_set_alone_loads_with_trust_remote_code(tmp_path):
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+
+    from tests.utils import tiny_valle_model
+
+    with_processor = importlib.util.find_spec("processing_valle") is not None
+    folder = tmp_path / "saved"
+    model = tiny_valle_model()
+    model.save_pretrained(folder)
+    if with_processor:
+        processor = _tiny_processor(model.config.num_codebooks)
+        processor.save_pretrained(folder)
+    files = collect_upload_files(folder)
+    assert {"model.safetensors", "config.json", "generation_config.json", "README.md", *CODE_FILES} <= set(files)
+    if with_processor:
+        assert {"processor_config.json", "tokenizer_config.json", "vocab.json", "codec/config.json"} <= set(files)
+
+    repo = tmp_path / "repo"
+    for name in files:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / name, repo / name)
+
+    # What the installed classes produce, for the child to reproduce from the copied files.
+    if with_processor:
+        import numpy as np
+
+        prompt = np.random.default_rng(0).uniform(-0.5, 0.5, 4800).astype(np.float32)
+        inputs = processor(text="a b c d", prompt_audio=prompt, sampling_rate=24000, prompt_text="e f")
+    else:
+        torch.manual_seed(0)
+        inputs = dict(
+            input_ids=torch.randint(3, model.config.vocab_size, (1, 6)),
+            prompt_codes=torch.randint(0, model.config.codebook_size, (1, 4, model.config.num_codebooks)),
+        )
+    expected_codes = model.generate(**inputs, do_sample=False, max_new_tokens=6).tolist()
+
+    script = (
+        f"SITE_PACKAGES = {sysconfig.get_paths()['purelib']!r}\nREPO = {str(repo)!r}\n"
+        f"WITH_PROCESSOR = {with_processor!r}\n" + REMOTE_CHILD
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_MODULES_CACHE": str(tmp_path / "hf_modules"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    child = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == 0, child.stdout + child.stderr
+    result = json.loads(child.stdout.split("RESULT ", 1)[1])
+    assert result["model_module"].startswith("transformers_modules.")  # the copied code, not an installed one
+    assert result["tts_class"] == "VallEForConditionalCodecGeneration"
+    assert result["codes"] == expected_codes  # same weights, same code: same greedy output
+    if with_processor:
+        assert result["processor_module"].startswith("transformers_modules.")
+        assert result["waveform_samples"] > 0

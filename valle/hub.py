@@ -156,6 +156,9 @@ def plan_upload(folder: str | Path) -> UploadPlan:
     processor_names = _processor_file_names()
     processor_files = [name for name in present if name in processor_names]
     chosen.update(processor_files)
+    if "processor_config.json" in processor_files:
+        processor_config = _read_json(root / "processor_config.json", problems) or {}
+        chosen.update(_embedded_codec_files(root, processor_config, problems))
     if not processor_files:
         warnings.append(
             "no processor files (processor_config.json, tokenizer files): AutoProcessor and pipeline() will not "
@@ -215,7 +218,12 @@ def plan_upload(folder: str | Path) -> UploadPlan:
     write_card = CARD_FILE not in present
     chosen.add(CARD_FILE)
     left_out = sorted(name for name in present if name not in chosen and not name.startswith("."))
-    left_out += sorted(f"{entry.name}/" for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    uploaded_dirs = {name.split("/", 1)[0] for name in chosen if "/" in name}
+    left_out += sorted(
+        f"{entry.name}/"
+        for entry in root.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".") and entry.name not in uploaded_dirs
+    )
     return UploadPlan(
         folder=root,
         files=sorted(chosen),
@@ -313,6 +321,42 @@ def _shards_of_index(index: Path, problems: list[str]) -> set[str]:
         problems.append(f"{index.name} has no `weight_map`; save the model again.")
         return set()
     return {str(shard) for shard in weight_map.values()}
+
+
+def _embedded_codec_files(root: Path, processor_config: dict, problems: list[str]) -> list[str]:
+    """The codec files a processor saved inside the folder, or [] when it names a codec on the Hub.
+
+    `VallEProcessor.save_pretrained` writes `codec_name_or_path: null` plus `codec_subfolder` when the
+    codec has no Hub id to point at (a local folder, a model built in memory) and saves its weights
+    there; those files must travel with the repository. A local path left in the config would not.
+    """
+    reference = processor_config.get("codec_name_or_path")
+    subfolder = processor_config.get("codec_subfolder")
+    if reference is None and subfolder:
+        codec_dir = root / str(subfolder)
+        if not codec_dir.is_dir():
+            problems.append(
+                f"processor_config.json says the codec's weights are in {subfolder}/, which is not in the folder; "
+                "save the processor again with `processor.save_pretrained(folder)`."
+            )
+            return []
+        files = sorted(path.relative_to(root).as_posix() for path in codec_dir.rglob("*") if path.is_file())
+        weights = [name for name in files if name.endswith(".safetensors")]
+        if f"{subfolder}/config.json" not in files or not weights:
+            problems.append(
+                f"the codec in {subfolder}/ needs config.json and *.safetensors weights (found {files}); save the "
+                "processor again with `processor.save_pretrained(folder)`."
+            )
+        return [name for name in files if not name.endswith(PICKLE_SUFFIXES) and not Path(name).name.startswith(".")]
+    if isinstance(reference, str) and not reference.startswith("encodec:"):
+        looks_local = Path(reference).is_absolute() or reference.startswith((".", "~")) or Path(reference).exists()
+        if looks_local:
+            problems.append(
+                f"processor_config.json points at the codec by the local path {reference!r}, which does not exist on "
+                "other machines; save the processor again (it then embeds a local codec in codec/) or use the Hub id "
+                "'facebook/encodec_24khz'."
+            )
+    return []
 
 
 def _index_prefix(index_name: str) -> str:
