@@ -718,7 +718,9 @@ class VallEProcessor(ProcessorMixin):
     @staticmethod
     def _codec_origin(codec) -> tuple[str | None, str | None]:
         if _is_encodec_package_model(codec):
-            return f"{ENCODEC_PACKAGE_PREFIX}encodec_model_{codec.sample_rate // 1000}khz", None
+            # Only the package's pretrained models can be named again; its constructors are `encodec_model_24khz`...
+            pretrained = codec.name in ("encodec_24khz", "encodec_48khz")
+            return (f"{ENCODEC_PACKAGE_PREFIX}encodec_model_{codec.name.split('_')[1]}" if pretrained else None), None
         return (getattr(codec, "name_or_path", None) or None), None
 
     @property
@@ -741,6 +743,8 @@ class VallEProcessor(ProcessorMixin):
 
     def _check_codec(self, codec):
         if _is_encodec_package_model(codec):
+            if codec.channels != 1:
+                raise ValueError(f"VALL-E needs a mono codec; this one has {codec.channels} channels.")
             if self.codec_bandwidth not in codec.target_bandwidths:
                 raise ValueError(
                     f"`codec_bandwidth`={self.codec_bandwidth} is not one of the codec's {codec.target_bandwidths}."
@@ -1110,6 +1114,11 @@ class VallEProcessor(ProcessorMixin):
         another machine.
         """
         if self._codec_needs_weights_saved():
+            if _is_encodec_package_model(self.codec):
+                raise ValueError(
+                    "This `encodec` package model is not one of the package's pretrained models, so it can be neither "
+                    "referenced nor saved. Use transformers' EncodecModel, which save_pretrained can store."
+                )
             self.codec.save_pretrained(os.path.join(save_directory, CODEC_SUBFOLDER))
         return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
@@ -1137,12 +1146,12 @@ VallEProcessor.register_for_auto_class("AutoProcessor")
 
 # Where the project is installed (or this file sits next to the model code), the Auto classes find these classes
 # without remote code.
-try:
-    from configuration_valle import VallEConfig
+try:  # a package: Hub remote code, next to the model's configuration file
+    from .configuration_valle import VallEConfig
 except ImportError:
-    try:
-        from .configuration_valle import VallEConfig
-    except ImportError:
+    try:  # a top-level module: this project installed with pip
+        from configuration_valle import VallEConfig
+    except ImportError:  # a processor folder on its own: nothing to register against
         VallEConfig = None
 
 if VallEConfig is not None:
