@@ -449,6 +449,22 @@ if WITH_PROCESSOR:
     inputs = processor(text="a b c d", prompt_audio=prompt, sampling_rate=24000, prompt_text="e f")
     codes = model.generate(**inputs, do_sample=False, max_new_tokens=6)
     result["waveform_samples"] = int(processor.batch_decode(codes)[0].shape[0])
+    # The pipeline as the model card shows it: the prompt goes through `preprocess_params`.
+    from transformers import pipeline
+
+    tts = pipeline("text-to-speech", model=REPO, trust_remote_code=True)
+    speech = tts(
+        "a b c d",
+        preprocess_params={"prompt_audio": prompt, "sampling_rate": 24000, "prompt_text": "e f"},
+        generate_kwargs={"do_sample": False, "max_new_tokens": 6},
+    )
+    result["pipeline_samples"] = int(speech["audio"].shape[0])
+    result["pipeline_rate"] = speech["sampling_rate"]
+    # The model card's own Python and pipeline snippets, run as a reader would (prompt.wav is in the cwd).
+    for snippet in CARD_SNIPPETS:
+        namespace = {}
+        exec(compile(snippet, "README.md snippet", "exec"), namespace)
+    result["card_snippet_audio"] = int(namespace["speech"]["audio"].shape[0])
 else:
     torch.manual_seed(0)
     inputs = dict(
@@ -519,9 +535,18 @@ def test_uploaded_file_set_alone_loads_with_trust_remote_code(tmp_path):
         )
     expected_codes = model.generate(**inputs, do_sample=False, max_new_tokens=6).tolist()
 
+    snippets = []
+    if with_processor:
+        import soundfile
+
+        soundfile.write(tmp_path / "prompt.wav", prompt, 24000)
+        card = (repo / "README.md").read_text()
+        for heading in ("### Python", "### Pipeline"):
+            block = card.split(heading, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+            snippets.append(block.replace(REPO_ID_PLACEHOLDER, str(repo)))
     script = (
         f"SITE_PACKAGES = {sysconfig.get_paths()['purelib']!r}\nREPO = {str(repo)!r}\n"
-        f"WITH_PROCESSOR = {with_processor!r}\n" + REMOTE_CHILD
+        f"WITH_PROCESSOR = {with_processor!r}\nCARD_SNIPPETS = {snippets!r}\n" + REMOTE_CHILD
     )
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -543,3 +568,6 @@ def test_uploaded_file_set_alone_loads_with_trust_remote_code(tmp_path):
     if with_processor:
         assert result["processor_module"].startswith("transformers_modules.")
         assert result["waveform_samples"] > 0
+        # Greedy decoding of the same input through the pipeline gives the same audio length.
+        assert (result["pipeline_samples"], result["pipeline_rate"]) == (result["waveform_samples"], 24000)
+        assert (tmp_path / "out.wav").is_file() and result["card_snippet_audio"] > 0
