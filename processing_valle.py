@@ -28,7 +28,6 @@ This file is also the processor's Hub code (`trust_remote_code=True`), so it imp
 
 import io
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -368,7 +367,7 @@ class VallEPhonemeTokenizer(PreTrainedTokenizer):
                     "them (`VallEPhonemeTokenizer.build_vocab`), add them with `tokenizer.add_tokens`, or pass "
                     "`strict=False` to map them to the unknown token."
                 )
-            fate = f"mapped to {self.unk_token!r}" if unk_id is not None else "dropped (the vocabulary has no unk_token)"
+            fate = f"mapped to {self.unk_token!r}" if unk_id is not None else "dropped (there is no unk_token)"
             logger.warning(f"Symbols missing from the vocabulary were {fate}: {listing}.")
         return ids
 
@@ -644,6 +643,11 @@ def load_codec(name_or_path: str, subfolder: str | None = None):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _field(output, name: str):
+    """A field of a generate output, whether a ModelOutput, a plain dict or an object with attributes."""
+    return output.get(name) if isinstance(output, Mapping) else getattr(output, name, None)
+
+
 class VallEProcessor(ProcessorMixin):
     r"""
     VALL-E's processor: a [`VallEPhonemeTokenizer`] for text and EnCodec for audio.
@@ -735,7 +739,9 @@ class VallEProcessor(ProcessorMixin):
             try:
                 codec = load_codec(self.codec_name_or_path, self.codec_subfolder)
             except OSError as error:
-                where = self.codec_name_or_path + (f" (subfolder {self.codec_subfolder!r})" if self.codec_subfolder else "")
+                where = self.codec_name_or_path
+                if self.codec_subfolder:
+                    where += f" (subfolder {self.codec_subfolder!r})"
                 raise OSError(f"VallEProcessor could not load its codec from {where}: {error}") from error
             self._check_codec(codec)
             self._codec = codec
@@ -841,8 +847,9 @@ class VallEProcessor(ProcessorMixin):
         ]
         for index, samples in enumerate(waveforms):
             if samples.shape[0] < self.hop_length:
+                which = name if single else f"{name}[{index}]"
                 raise ValueError(
-                    f"`{name if single else f'{name}[{index}]'}` lasts {samples.shape[0] / rate * 1000:.1f} ms, shorter "
+                    f"`{which}` lasts {samples.shape[0] / rate * 1000:.1f} ms, shorter "
                     f"than one codec frame ({self.hop_length / rate * 1000:.1f} ms): there is nothing to encode."
                 )
         return waveforms, single
@@ -906,7 +913,9 @@ class VallEProcessor(ProcessorMixin):
             with `language_ids` configured, `language_ids` (batch,).
         """
         if return_tensors not in ("pt", None):
-            raise ValueError(f"VallEProcessor returns PyTorch tensors only: use return_tensors='pt', not {return_tensors!r}.")
+            raise ValueError(
+                f"VallEProcessor returns PyTorch tensors only: use return_tensors='pt', not {return_tensors!r}."
+            )
         texts = self._as_text_list(text, "text")
         batch_size = len(texts)
         if prompt_text is not None and prompt_audio is None:
@@ -991,19 +1000,19 @@ class VallEProcessor(ProcessorMixin):
     # -- codes -> audio out ---------------------------------------------------------------------------------------
 
     def _split_generated(self, generated) -> list[torch.Tensor]:
-        """`generate`'s output (or its codes, or a list of per-item codes) -> one (frames, codebooks) tensor per item."""
+        """`generate`'s output, its codes, or a list of per-item codes -> one (frames, codebooks) tensor per item."""
         lengths = None
         if isinstance(generated, (list, tuple)) and all(isinstance(item, torch.Tensor) for item in generated):
             items = list(generated)
         else:
             if not isinstance(generated, torch.Tensor):
-                sequences = generated["sequences"] if isinstance(generated, Mapping) else getattr(generated, "sequences", None)
+                sequences = _field(generated, "sequences")
                 if sequences is None:
                     raise TypeError(
                         "Expected the codes from `model.generate` (a (batch, frames, codebooks) LongTensor) or its "
                         f"output with `.sequences`, got {type(generated).__name__}."
                     )
-                lengths = generated.get("sequence_lengths") if isinstance(generated, Mapping) else getattr(generated, "sequence_lengths", None)
+                lengths = _field(generated, "sequence_lengths")
                 generated = sequences
             if generated.dim() == 2:
                 generated = generated[None]
