@@ -1,5 +1,6 @@
 """VallEProcessor: audio in (files, arrays, tensors, any rate), prompts, codes out, save/load, pipeline."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -326,3 +327,41 @@ def test_folder_runs_with_trust_remote_code_where_the_project_is_not_installed(v
     assert result.returncode == 0, result.stderr[-3000:]
     frames = int(result.stdout.split("frames")[-1])
     assert 0 < frames <= 8 * HOP and frames % HOP == 0
+
+
+class PackageStyleCodec(torch.nn.Module):
+    """Speaks the API of the original `encodec` package's EncodecModel (encodec/model.py), around the tiny codec."""
+
+    __module__ = "encodec.model"  # how the processor recognises a model of that package
+
+    def __init__(self, inner):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.inner, self.sample_rate, self.channels, self.name = inner, RATE, 1, "unset"
+        self.target_bandwidths, self.bandwidth, self.frame_rate = [1.5, 3.0, 6.0], None, 75
+        self.encoder = SimpleNamespace(ratios=[8, 5, 4, 2])
+        self.quantizer = SimpleNamespace(bins=1024, get_num_quantizers_for_bandwidth=lambda rate, kbps: 8)
+
+    def set_target_bandwidth(self, bandwidth):
+        self.bandwidth = bandwidth
+
+    def encode(self, x):
+        return [(self.inner.encode(x, bandwidth=self.bandwidth).audio_codes[0], None)]
+
+    def decode(self, frames):
+        return self.inner.decode(frames[0][0][None], [None]).audio_values
+
+
+def test_an_encodec_package_model_works_like_the_transformers_one(processor):
+    package_style = VallEProcessor(processor.tokenizer, codec=PackageStyleCodec(processor.codec))
+    wave = tiny_waveform(0.5, seed=6)
+    codes = package_style.encode_audio(wave, RATE)
+    torch.testing.assert_close(codes, processor.encode_audio(wave, RATE))
+    np.testing.assert_allclose(package_style.batch_decode(codes[None])[0], processor.batch_decode(codes[None])[0])
+    with pytest.raises(ValueError, match="not one of the package's pretrained models"):
+        package_style.save_pretrained("unused")
+    missing = VallEProcessor(processor.tokenizer, codec_name_or_path="encodec:encodec_model_24khz")
+    if importlib.util.find_spec("encodec") is None:
+        with pytest.raises(ImportError, match="needs the optional `encodec` package"):
+            missing.encode_audio(wave, RATE)
