@@ -68,11 +68,10 @@ BASE_TAGS = (
 
 DEFAULT_LICENSE = "apache-2.0"
 
-# The marker line reads `<!-- valle-model-card digest=<hex>: ...`; the digest is the sha256 of
-# the whole README with the hex left out, so that an edit anywhere changes it.
-_MARKER_NAME = "valle-model-card"
-_DIGEST_PLACEHOLDER = "digest="
-_DIGEST_PATTERN = re.compile(r"valle-model-card digest=([0-9a-f]{64})")
+# The marker line reads `<!-- valle-model-card given=datasets,eval_results digest=<hex>: ...`.
+# `given` lists what the writer was told besides the config; the digest is the sha256 of the whole
+# README with the hex left out, so that an edit anywhere changes it.
+_MARKER_PATTERN = re.compile(r"valle-model-card given=([a-z_,]*) digest=([0-9a-f]{64})?")
 
 _PLACEHOLDER_PATTERN = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
@@ -138,7 +137,20 @@ def build_model_card(
         isinstance(num_parameters, bool) or not isinstance(num_parameters, int) or num_parameters < 0
     ):
         raise ValueError(f"num_parameters must be a non-negative int or None, got {num_parameters!r}.")
-    tags = list(BASE_TAGS) + [tag for tag in _string_list(extra_tags, "extra_tags") if tag not in BASE_TAGS]
+    extra = _string_list(extra_tags, "extra_tags")
+    tags = list(BASE_TAGS) + [tag for tag in extra if tag not in BASE_TAGS]
+    informed = {
+        "repo_id": repo_id,
+        "model_name": model_name,
+        "base_model": base_models,
+        "datasets": dataset_ids,
+        "languages": language_codes,
+        "license": license != DEFAULT_LICENSE,
+        "eval_results": results,
+        "training_info": training,
+        "extra_tags": extra,
+    }
+    given = sorted(name for name, value in informed.items() if value)
 
     card_data = ModelCardData(
         pipeline_tag="text-to-speech",
@@ -157,7 +169,7 @@ def build_model_card(
         TEMPLATE_PATH.read_text(encoding="utf-8"),
         {
             "title": model_name or "VALL-E",
-            "generated_marker": f"{_MARKER_NAME} {_DIGEST_PLACEHOLDER}",
+            "generated_marker": f"valle-model-card given={','.join(given)} digest=",
             "status_note": _status_note(dataset_ids, training, results, base_models),
             "architecture_rows": _architecture_rows(config_values, num_parameters, language_codes),
             "license": license,
@@ -180,9 +192,10 @@ def write_model_card(
 ) -> Path:
     """Write ``save_directory/README.md`` from ``build_model_card(**card_kwargs)``.
 
-    An existing README.md is kept, unless it is a card written by this function that nobody
-    has edited since (it then only held less information) or ``overwrite=True``. The
-    parameter count is read from the folder's ``*.safetensors`` headers when not given.
+    An existing README.md is kept unless ``overwrite=True``, or unless it is a card written
+    here that nobody has edited since and the new card is told at least the same kinds of
+    facts (so a later config-only save never replaces a card that held datasets or results).
+    The parameter count is read from the folder's ``*.safetensors`` headers when not given.
 
     Returns:
         The path of README.md (written or kept).
@@ -200,6 +213,15 @@ def write_model_card(
     if card_kwargs.get("num_parameters") is None:
         card_kwargs["num_parameters"] = count_parameters(folder)
     card = build_model_card(**card_kwargs)
+    if readme.exists() and not overwrite:
+        old_given = _given_of(readme.read_text(encoding="utf-8"))
+        if not old_given <= _given_of(str(card)):
+            logger.info(
+                "Keeping %s: it records %s, which this call does not give (pass overwrite=True to replace it).",
+                readme,
+                sorted(old_given - _given_of(str(card))),
+            )
+            return readme
     readme.write_text(str(card), encoding="utf-8")
     return readme
 
@@ -274,11 +296,11 @@ def is_unedited_generated_card(readme: str | Path) -> bool:
     if not path.is_file():
         return False
     text = path.read_text(encoding="utf-8")
-    match = _DIGEST_PATTERN.search(text)
-    if match is None:
+    match = _MARKER_PATTERN.search(text)
+    if match is None or match.group(2) is None:
         return False
-    stripped = text[: match.start(1)] + text[match.end(1) :]
-    return hashlib.sha256(stripped.encode("utf-8")).hexdigest() == match.group(1)
+    stripped = text[: match.start(2)] + text[match.end(2) :]
+    return hashlib.sha256(stripped.encode("utf-8")).hexdigest() == match.group(2)
 
 
 def fill_repo_id(readme: str | Path, repo_id: str) -> bool:
@@ -294,7 +316,8 @@ def fill_repo_id(readme: str | Path, repo_id: str) -> bool:
     was_unedited = is_unedited_generated_card(path)
     text = text.replace(REPO_ID_PLACEHOLDER, repo_id)
     if was_unedited:
-        text = _stamp_digest(_DIGEST_PATTERN.sub(f"{_MARKER_NAME} {_DIGEST_PLACEHOLDER}", text, count=1))
+        given = ",".join(sorted(_given_of(text) | {"repo_id"}))
+        text = _stamp_digest(_MARKER_PATTERN.sub(f"valle-model-card given={given} digest=", text, count=1))
     path.write_text(text, encoding="utf-8")
     return True
 
@@ -554,10 +577,16 @@ def _render_template(template: str, values: Mapping[str, str]) -> str:
 
 
 def _stamp_digest(text: str) -> str:
-    marker = f"{_MARKER_NAME} {_DIGEST_PLACEHOLDER}"
-    index = text.index(marker) + len(marker)
+    """Fill the empty `digest=` of the marker with the sha256 of the text as it stands."""
+    match = _MARKER_PATTERN.search(text)
+    index = match.end()
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return text[:index] + digest + text[index:]
+
+
+def _given_of(text: str) -> set[str]:
+    match = _MARKER_PATTERN.search(text)
+    return {name for name in match.group(1).split(",") if name} if match else set()
 
 
 def _with_digest(card: ModelCard) -> ModelCard:

@@ -189,6 +189,9 @@ def test_write_model_card_upgrades_only_an_unedited_generated_card(tmp_path):
     # A later call that knows more (training, conversion) replaces the config-only card ...
     write_model_card(tmp_path, config=tiny_config(), datasets="mythicinfinity/libritts")
     assert "mythicinfinity/libritts" in readme.read_text()
+    # ... and a later config-only save (model.save_pretrained) does not take that back.
+    write_model_card(tmp_path, config=tiny_config())
+    assert "mythicinfinity/libritts" in readme.read_text()
     # ... but once someone edits the card, it is theirs.
     readme.write_text(readme.read_text().replace("# VALL-E", "# VALL-E, tuned by Alice"))
     assert not is_unedited_generated_card(readme)
@@ -574,3 +577,20 @@ def test_uploaded_file_set_alone_loads_with_trust_remote_code(tmp_path):
         # Greedy decoding of the same input through the pipeline gives the same audio length.
         assert (result["pipeline_samples"], result["pipeline_rate"]) == (result["waveform_samples"], 24000)
         assert (tmp_path / "out.wav").is_file() and result["card_snippet_audio"] > 0
+
+
+def test_save_pretrained_writes_a_card_and_keeps_a_richer_one(tmp_path):
+    from tests.utils import tiny_valle_model
+
+    model = tiny_valle_model()
+    model.save_pretrained(tmp_path)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.pipeline_tag == "text-to-speech"
+    assert f"| Layers | {model.config.num_hidden_layers} |" in card.text
+    assert count_parameters(tmp_path) > 0
+    assert f"| Parameters (both decoders) | {count_parameters(tmp_path):,}" in card.text
+    # Training then records its data and results; the next checkpoint save keeps them.
+    write_model_card(tmp_path, config=model.config, datasets="mythicinfinity/libritts", eval_results=librispeech_results())
+    model.save_pretrained(tmp_path)
+    data = ModelCard.load(tmp_path / "README.md").data
+    assert data.datasets == ["mythicinfinity/libritts"] and data.eval_results[0].metric_value == 4.25
