@@ -850,7 +850,7 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         processors = self._logits_processors(options)
 
         phoneme_hidden = self._embed_phonemes("ar", input_ids, phoneme_mask, language_ids)
-        cache = DynamicCache() if options.use_cache else None
+        cache = DynamicCache() if options.use_cache is not False else None  # cached unless asked otherwise
         hidden = self._ar_forward(phoneme_hidden, phoneme_mask, audio_ids, audio_mask, cache=cache)
         last_valid = (audio_so_far - 1).clamp(min=0)
         next_logits = self._ar_logits(hidden[torch.arange(batch_size, device=device), last_valid])

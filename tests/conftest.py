@@ -10,6 +10,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Tests use tiny models: one thread is fastest, and on a shared 2-core machine more threads make
+# some kernels (LSTMs in the codec) hundreds of times slower through oversubscription.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
