@@ -1,0 +1,93 @@
+"""`valle train DATA --model ... -- [TrainingArguments]`: Trainer on prepared data, on one device or many."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "train"
+HELP = "Train VALL-E on prepared data with Trainer (any TrainingArguments after `--`; works under torchrun/accelerate)."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("data", help="folder written by `valle prepare` (or any load_from_disk dataset with "
+                        "input_ids, codes, num_frames)")
+    parser.add_argument("--model", required=True,
+                        help="a VallEConfig JSON (start from scratch) or a model folder / Hub id (continue from it)")
+    parser.add_argument("--processor", default=None, help="VallEProcessor folder, saved with the model")
+    parser.add_argument("--eval-data", default=None, help="prepared evaluation data (default: --eval-fraction)")
+    parser.add_argument("--eval-fraction", type=float, default=0.0, help="hold out this fraction of DATA for eval")
+    parser.add_argument("--mode", choices=("both", "ar", "nar"), default="both", help="which decoders to train")
+    parser.add_argument("--max-tokens", type=int, default=6000,
+                        help="acoustic frames per device per batch (utterances x longest; paper: ~6k per GPU)")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="cap on utterances per batch")
+    parser.add_argument("--prompts", action="store_true",
+                        help="give the NAR a prompt from another utterance of the same speaker (needs a speaker column)")
+    parser.add_argument("--resume", nargs="?", const=True, default=None,
+                        help="resume: the latest checkpoint in the output dir, or the checkpoint folder given")
+    parser.add_argument("--dataset-name", action="append", default=None, help="Hub id of the data, for the card")
+    parser.add_argument("training_arguments", nargs=argparse.REMAINDER,
+                        help="after `--`: TrainingArguments, e.g. -- --output_dir runs/x --num_train_epochs 10 --bf16")
+
+
+def run(args) -> int:
+    import json
+    import os
+
+    import datasets
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from configuration_valle import VallEConfig
+    from modeling_valle import VallEForConditionalCodecGeneration
+    from valle.training import paper_training_defaults, train
+
+    remaining = list(args.training_arguments)
+    if remaining and remaining[0] == "--":
+        remaining = remaining[1:]
+    parser = HfArgumentParser(TrainingArguments)
+    parser.set_defaults(remove_unused_columns=False, **paper_training_defaults())
+    try:
+        (training_args,) = parser.parse_args_into_dataclasses(args=remaining)
+    except SystemExit as stop:  # argparse already printed the problem
+        return int(stop.code or 2)
+    try:
+        train_data = datasets.load_from_disk(args.data)
+        eval_data = datasets.load_from_disk(args.eval_data) if args.eval_data else None
+        if eval_data is None and args.eval_fraction > 0:
+            split = train_data.train_test_split(test_size=args.eval_fraction, seed=training_args.seed)
+            train_data, eval_data = split["train"], split["test"]
+        if args.model.endswith(".json"):
+            with open(args.model, encoding="utf-8") as handle:
+                model = VallEForConditionalCodecGeneration(VallEConfig(**json.load(handle)))
+        else:
+            model = VallEForConditionalCodecGeneration.from_pretrained(args.model)
+        processor = None
+        if args.processor:
+            from processing_valle import VallEProcessor
+
+            processor = VallEProcessor.from_pretrained(args.processor)
+        resume = args.resume
+        folder = training_args.output_dir
+        if resume is True and not (
+            os.path.isdir(folder) and any(name.startswith("checkpoint-") for name in os.listdir(folder))
+        ):
+            raise ValueError(f"--resume: no checkpoint-* folder in {folder} to resume from.")
+    except (ValueError, TypeError, OSError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    trainer = train(
+        model,
+        training_args,
+        train_data,
+        eval_data,
+        train_mode=args.mode,
+        max_tokens=args.max_tokens,
+        max_batch_size=args.max_batch_size,
+        prompt_from_same_speaker=args.prompts,
+        resume_from_checkpoint=resume,
+        processor=processor,
+        card_datasets=args.dataset_name,
+    )
+    if trainer.is_world_process_zero():
+        print(f"Saved the model in {training_args.output_dir} after {trainer.state.global_step} steps.")
+    return 0
