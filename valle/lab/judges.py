@@ -47,14 +47,16 @@ class SpeakerSimilarityJudge:
 
     def __init__(self, device: str = "cpu"):
         try:
-            from resemblyzer import VoiceEncoder, preprocess_wav
+            from resemblyzer import VoiceEncoder
+            from resemblyzer.audio import normalize_volume, trim_long_silences
         except ImportError as error:
             raise ImportError(
                 "SpeakerSimilarityJudge needs resemblyzer. Install it with: pip install -e \".[lab]\" && "
                 "pip install --no-deps resemblyzer==0.1.4 (its own pins ask for webrtcvad, which no longer builds; "
                 "the `lab` extra brings webrtcvad-wheels and librosa instead)."
             ) from error
-        self._preprocess = preprocess_wav
+        self._normalize_volume = normalize_volume
+        self._trim_long_silences = trim_long_silences
         self.encoder = VoiceEncoder(device=device, verbose=False)
 
     def embed(self, waveform: np.ndarray, sampling_rate: int) -> np.ndarray:
@@ -65,9 +67,12 @@ class SpeakerSimilarityJudge:
                 f"SpeakerSimilarityJudge.embed: need a 1-D waveform of at least 0.25 s, got shape {waveform.shape} "
                 f"at {sampling_rate} Hz."
             )
-        prepared = self._preprocess(waveform, source_sr=sampling_rate)
-        if len(prepared) < 1600:  # voice activity detection removed nearly everything
-            prepared = _resample(waveform, sampling_rate, 16_000)
+        # resemblyzer's own preprocessing (16 kHz, -30 dBFS, long silences cut by its voice
+        # activity detector), with soxr for the resampling instead of librosa's slower path.
+        resampled = _resample(waveform, sampling_rate, 16_000)
+        prepared = self._trim_long_silences(self._normalize_volume(resampled, -30, increase_only=True))
+        if len(prepared) < 1600:  # the detector removed nearly everything: keep the audio as it is
+            prepared = self._normalize_volume(resampled, -30, increase_only=True)
         return self.encoder.embed_utterance(prepared)
 
     @staticmethod

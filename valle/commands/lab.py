@@ -1,0 +1,93 @@
+"""`valle lab`: the offline speech lab (synthetic corpus, small EnCodec, judges, report)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+NAME = "lab"
+HELP = "Offline speech lab: build the espeak corpus, train the small EnCodec and the CTC judge, report."
+
+STEPS = ("corpus", "codec", "judge", "report", "all")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "step", choices=STEPS,
+        help="corpus: synthesise the dataset; codec: train the EnCodec; judge: train the CTC recogniser; "
+             "report: measure judges and codec round trip; all: everything in order (rebuilds the lab).",
+    )
+    parser.add_argument("--dir", default="runs/lab",
+                        help="lab folder: corpus/, codec/, judge/ and report/ live under it (default: runs/lab)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the corpus and both trainings (default: 0)")
+    group = parser.add_argument_group("corpus")
+    group.add_argument("--train-speakers", type=int, default=160)
+    group.add_argument("--validation-speakers", type=int, default=16)
+    group.add_argument("--test-speakers", type=int, default=24)
+    group.add_argument("--train-utterances", type=int, default=40, help="utterances per training speaker")
+    group.add_argument("--heldout-utterances", type=int, default=20, help="utterances per validation/test speaker")
+    group.add_argument("--workers", type=int, default=1, help="synthesis processes (default: 1)")
+    group = parser.add_argument_group("training (codec and judge)")
+    group.add_argument("--codec-steps", type=int, default=200_000, help="stop the codec after this many steps")
+    group.add_argument("--codec-minutes", type=float, default=None, help="stop the codec after this many minutes")
+    group.add_argument("--judge-steps", type=int, default=100_000, help="stop the recogniser after this many steps")
+    group.add_argument("--judge-minutes", type=float, default=None, help="stop the recogniser after this many minutes")
+    group.add_argument("--threads", type=int, default=1, help="torch threads for training (default: 1)")
+    group = parser.add_argument_group("report")
+    group.add_argument("--per-speaker", type=int, default=3, help="test utterances per held-out speaker")
+
+
+def _paths(args):
+    return {name: os.path.join(args.dir, name) for name in ("corpus", "codec", "judge", "report")}
+
+
+def run(args) -> int:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    paths = _paths(args)
+    steps = ["corpus", "codec", "judge", "report"] if args.step == "all" else [args.step]
+    started = time.time()
+    for step in steps:
+        if step == "corpus":
+            from valle.lab.corpus import CorpusConfig, build_corpus
+
+            if args.step == "all" and os.path.isfile(os.path.join(paths["corpus"], "dataset_dict.json")):
+                print(f"corpus: {paths['corpus']} already exists, keeping it")
+                continue
+            config = CorpusConfig(
+                seed=args.seed, train_speakers=args.train_speakers, validation_speakers=args.validation_speakers,
+                test_speakers=args.test_speakers, train_utterances_per_speaker=args.train_utterances,
+                heldout_utterances_per_speaker=args.heldout_utterances,
+            )
+            corpus = build_corpus(config, paths["corpus"], workers=args.workers)
+            print(f"corpus: {paths['corpus']} {dict((k, len(v)) for k, v in corpus.items())} utterances")
+        elif step == "codec":
+            from valle.lab.codec import train_codec
+
+            train_codec(paths["corpus"], paths["codec"], max_steps=args.codec_steps, max_minutes=args.codec_minutes,
+                        seed=args.seed)
+            print(f"codec: {os.path.join(paths['codec'], 'model')} (checkpoint: {paths['codec']}/checkpoint.pt)")
+        elif step == "judge":
+            from valle.lab.judges import train_recognizer
+
+            train_recognizer(paths["corpus"], paths["judge"], max_steps=args.judge_steps,
+                             max_minutes=args.judge_minutes, seed=args.seed)
+            print(f"judge: {os.path.join(paths['judge'], 'model')}")
+        elif step == "report":
+            from valle.lab.report import build_report, markdown_table
+
+            for needed in (os.path.join(paths["codec"], "model"), os.path.join(paths["judge"], "model")):
+                if not os.path.isfile(os.path.join(needed, "config.json")):
+                    print(f"valle lab report: {needed} is missing; run `valle lab codec` and `valle lab judge` "
+                          f"with --dir {args.dir} first.", file=sys.stderr)
+                    return 2
+            report = build_report(paths["corpus"], os.path.join(paths["codec"], "model"),
+                                  os.path.join(paths["judge"], "model"), paths["report"],
+                                  per_speaker=args.per_speaker, seed=args.seed)
+            print(markdown_table(report))
+            print(f"report: {os.path.join(paths['report'], 'report.json')} and wavs in {paths['report']}/wavs")
+    print(f"valle lab {args.step}: done in {(time.time() - started) / 60:.1f} minutes")
+    return 0
