@@ -119,15 +119,19 @@ def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float
 # Intelligibility: the recogniser
 # ----------------------------------------------------------------------------------------
 def recognizer_config(**overrides):
-    """A ~1.5M-parameter Wav2Vec2ForCTC: 7 narrow conv layers (50 frames/s at 16 kHz), 4 transformer layers."""
+    """A 1.35M-parameter Wav2Vec2ForCTC: 4 narrow strided conv layers (x320: 50 frames/s at 16 kHz), 4 transformer layers.
+
+    Fewer, wider-strided conv layers than wav2vec 2.0's seven: half the compute on CPU for
+    the same frame rate.
+    """
     from transformers import Wav2Vec2Config
 
     settings = dict(
         vocab_size=len(CHARACTERS),
         pad_token_id=0,
-        conv_dim=[96, 96, 96, 96, 96, 96, 96],
-        conv_stride=[5, 2, 2, 2, 2, 2, 2],
-        conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+        conv_dim=[64, 64, 96, 96],
+        conv_stride=[5, 4, 4, 4],
+        conv_kernel=[10, 8, 8, 8],
         feat_extract_norm="layer",
         do_stable_layer_norm=True,
         hidden_size=160,
@@ -217,9 +221,9 @@ def train_recognizer(
     corpus_path: str,
     output_dir: str,
     max_steps: int = 100_000,
-    batch_seconds: float = 40.0,
+    batch_seconds: float = 20.0,
     learning_rate: float = 1e-3,
-    warmup_steps: int = 500,
+    warmup_steps: int = 300,
     checkpoint_every: int = 250,
     log_every: int = 50,
     seed: int = 0,

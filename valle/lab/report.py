@@ -48,6 +48,7 @@ def build_report(
     per_speaker: int = 3,
     wav_examples: int = 6,
     seed: int = 0,
+    max_speakers: int | None = None,
     log=print,
 ) -> dict:
     import soundfile
@@ -63,7 +64,7 @@ def build_report(
     started = time.time()
     dataset = load_corpus(corpus_path)[split]
     chosen = pick_test_utterances(dataset, per_speaker)
-    speakers = sorted(s for s, rows in chosen.items() if len(rows) >= 2)
+    speakers = sorted(s for s, rows in chosen.items() if len(rows) >= 2)[:max_speakers]
     if len(speakers) < 2:
         raise ValueError(f"build_report: the {split} split has fewer than 2 speakers with 2 usable utterances.")
     indices = [i for s in speakers for i in chosen[s]]
@@ -144,9 +145,10 @@ def build_report(
         }
         log(f"{bandwidth:g} kbps: {report['codec_round_trip'][f'{bandwidth:g}kbps']}")
         if bandwidth == max(codec.config.target_bandwidths):
-            for row in range(min(wav_examples, len(originals))):
-                # One utterance per speaker first, so the examples cover several voices.
-                pick = row * per_speaker if row * per_speaker < len(originals) else row
+            # One utterance per speaker first, so the examples cover several voices.
+            firsts = [row for row in range(len(owners)) if owners.index(owners[row]) == row]
+            picks = (firsts + [row for row in range(len(owners)) if row not in firsts])[:wav_examples]
+            for pick in picks:
                 name = f"{pick:03d}_{owners[pick].replace('+', '-')}"
                 soundfile.write(os.path.join(wav_dir, f"{name}_original.wav"), originals[pick], SAMPLING_RATE)
                 soundfile.write(os.path.join(wav_dir, f"{name}_codec_{bandwidth:g}kbps.wav"),
