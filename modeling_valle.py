@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -672,14 +673,20 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
     # ----------------------------------------------------------------------------------------------
     # Saving
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
         """Saves as usual, adds the `AutoModelForTextToWaveform` entry to `auto_map` when saving the code, and
-        writes a model card (`README.md`) when the project's `hub_cards` package is available and none exists."""
+        writes a model card (`README.md`) when the project's `hub_cards` package is available and none exists.
+
+        With `push_to_hub=True` the upload happens after the card is written, so the card travels with the
+        weights. The processor is a separate object: to publish a complete repository (model, processor, code and
+        card) save both into one folder and run `valle push FOLDER REPO_ID`.
+        """
         if self._auto_class is not None:
             module = self.__class__.__module__.split(".")[-1]
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map["AutoModelForTextToWaveform"] = f"{module}.{self.__class__.__name__}"
             self.config.auto_map = auto_map
+        hub_kwargs = {name: kwargs.pop(name) for name in ("repo_id", "token", "commit_message", "private") if name in kwargs}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         try:
             from hub_cards import write_model_card
@@ -688,6 +695,9 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         is_main_process = kwargs.get("is_main_process", True)
         if write_model_card is not None and is_main_process:
             write_model_card(save_directory, config=self.config)
+        if push_to_hub and is_main_process:
+            repo_id = hub_kwargs.pop("repo_id", None) or os.path.basename(os.path.abspath(str(save_directory)))
+            self.push_to_hub(repo_id, **hub_kwargs)
         return result
 
     # ----------------------------------------------------------------------------------------------

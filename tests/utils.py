@@ -2,7 +2,6 @@
 
 import numpy as np
 import torch
-from transformers import EncodecConfig, EncodecModel
 
 
 # A few sentences with numbers, abbreviations and punctuation, enough for a small English phoneme vocabulary.
@@ -24,55 +23,9 @@ def tiny_tokenizer(**options):
     return VallEPhonemeTokenizer.build_vocab(TINY_CORPUS, **options)
 
 
-def tiny_codec(seed: int = 0) -> EncodecModel:
-    """
-    A randomly initialised EnCodec (~0.1M parameters) with the real framing: 24 kHz, hop 320 (75 frames/s) and
-    8 codebooks of 1024 entries at 6 kbps. Its codebooks are randomised: transformers initialises them to zero,
-    which would make every code 0.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    config = EncodecConfig(
-        target_bandwidths=[1.5, 3.0, 6.0],  # the largest sets the number of quantizers: 6 kbps -> 8 codebooks
-        sampling_rate=24_000,
-        upsampling_ratios=[8, 5, 4, 2],  # hop 320 -> 75 Hz
-        num_filters=4,
-        hidden_size=16,
-        codebook_dim=16,
-        num_lstm_layers=1,
-        codebook_size=1024,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = EncodecModel(config).eval()
-    # Each codebook is drawn around the residual it will quantise (on a test signal), so that the codes of
-    # speech-like audio spread over many entries instead of all landing on the same few.
-    with torch.no_grad():
-        signal = np.concatenate([tiny_waveform(1.0, seed=seed + k) * (0.3 + 0.3 * k) for k in range(3)])
-        residual = model.encoder(torch.from_numpy(signal)[None, None])  # (1, dim, frames)
-        for layer in model.quantizer.layers:
-            codebook = layer.codebook
-            mean = residual.mean(dim=-1)[0]
-            spread = residual.std(dim=-1)[0] + 1e-6
-            codebook.embed.copy_(mean + spread * torch.randn(codebook.embed.shape, generator=generator))
-            codebook.embed_avg.copy_(codebook.embed)
-            codebook.cluster_size.fill_(1.0)
-            residual = residual - layer.decode(layer.encode(residual))
-    return model
-
-
-def tiny_waveform(seconds: float = 1.0, sampling_rate: int = 24_000, seed: int = 0, channels: int = 0) -> np.ndarray:
-    """A voiced-sounding test signal (harmonics of a gliding pitch plus a little noise), float32 in [-1, 1].
-
-    `channels=0` gives a 1-D mono array, `channels=n` an array of shape (n, samples)."""
-    rng = np.random.default_rng(seed)
-    time = np.arange(int(seconds * sampling_rate)) / sampling_rate
-    pitch = 120 + 30 * np.sin(2 * np.pi * 0.7 * time)
-    phase = 2 * np.pi * np.cumsum(pitch) / sampling_rate
-    signal = sum(np.sin(k * phase) / k for k in range(1, 6)) * 0.3 + 0.01 * rng.standard_normal(time.shape)
-    signal = signal.astype(np.float32)
-    if channels:
-        signal = np.stack([signal * (1.0 - 0.1 * c) for c in range(channels)])
-    return signal
+# The random codec and the test signal live in the package, where `valle smoke` uses them too.
+from valle.smoke import random_codec as tiny_codec  # noqa: E402
+from valle.smoke import voiced_signal as tiny_waveform  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
