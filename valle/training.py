@@ -187,8 +187,8 @@ class VallETrainer(Trainer):
         return self._budget_dataloader(dataset, sampler, training=False)
 
     def _run_epoch(self, *args, **kwargs):
-        # Trainer reaches a batch sampler's `set_epoch` through Accelerate's wrappers, except in the epoch where it
-        # resumes (the skipping wrapper hides it). Setting it here covers every epoch, resumed or not.
+        # Trainer (5.24) reaches a batch sampler's `set_epoch` through Accelerate's wrappers, also in a resumed
+        # epoch; setting it here as well keeps the epoch order right should that chain of wrappers change.
         epoch = kwargs.get("epoch")
         if self._train_batch_sampler is not None and epoch is not None:
             self._train_batch_sampler.set_epoch(epoch)
@@ -340,7 +340,7 @@ def _write_card(trainer: VallETrainer, train_mode, max_tokens, datasets, languag
         "decoders trained": {"both": "AR and NAR", "ar": "AR only", "nar": "NAR only"}[train_mode],
         "optimizer": f"{args.optim} (weight decay {args.weight_decay})",
         "peak learning rate": args.learning_rate,
-        "learning-rate schedule": f"{getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)}, warm-up {args.warmup_steps}",
+        "learning-rate schedule": f"{getattr(args.lr_scheduler_type, 'value', args.lr_scheduler_type)}, warm-up {args.warmup_steps}",
         "batch": f"{max_tokens} acoustic frames per device x {world} device(s) x {args.gradient_accumulation_steps} "
         "accumulation step(s)",
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",

@@ -1,8 +1,9 @@
-"""`valle train DATA --model ... -- [TrainingArguments]`: Trainer on prepared data, on one device or many."""
+"""`valle train --model ... DATA [-- TrainingArguments]`: Trainer on prepared data, on one device or many."""
 
 from __future__ import annotations
 
 import argparse
+
 import sys
 
 NAME = "train"
@@ -23,11 +24,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=None, help="cap on utterances per batch")
     parser.add_argument("--prompts", action="store_true",
                         help="give the NAR a prompt from another utterance of the same speaker (needs a speaker column)")
-    parser.add_argument("--resume", nargs="?", const=True, default=None,
-                        help="resume: the latest checkpoint in the output dir, or the checkpoint folder given")
+    parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint-* in the output dir")
+    parser.add_argument("--resume-from", default=None, help="resume from this checkpoint folder")
     parser.add_argument("--dataset-name", action="append", default=None, help="Hub id of the data, for the card")
-    parser.add_argument("training_arguments", nargs=argparse.REMAINDER,
-                        help="after `--`: TrainingArguments, e.g. -- --output_dir runs/x --num_train_epochs 10 --bf16")
+    parser.add_argument("training_arguments", nargs=argparse.REMAINDER, metavar="-- TRAINING_ARGUMENTS",
+                        help="after DATA (put the options above before DATA): `--` then any TrainingArguments, e.g. "
+                        "-- --output_dir runs/x --num_train_epochs 10 --bf16")
 
 
 def run(args) -> int:
@@ -44,6 +46,13 @@ def run(args) -> int:
     remaining = list(args.training_arguments)
     if remaining and remaining[0] == "--":
         remaining = remaining[1:]
+    own = {"--model", "--processor", "--eval-data", "--eval-fraction", "--mode", "--max-tokens", "--max-batch-size",
+           "--prompts", "--resume", "--resume-from", "--dataset-name"}
+    misplaced = sorted(own.intersection(item.split("=")[0] for item in remaining))
+    if misplaced:
+        print(f"error: {', '.join(misplaced)} came after DATA, where only TrainingArguments go. Write "
+              "`valle train --model ... [options] DATA -- --output_dir ... [TrainingArguments]`.", file=sys.stderr)
+        return 2
     parser = HfArgumentParser(TrainingArguments)
     parser.set_defaults(remove_unused_columns=False, **paper_training_defaults())
     try:
@@ -66,7 +75,7 @@ def run(args) -> int:
             from processing_valle import VallEProcessor
 
             processor = VallEProcessor.from_pretrained(args.processor)
-        resume = args.resume
+        resume = args.resume_from or (True if args.resume else None)
         folder = training_args.output_dir
         if resume is True and not (
             os.path.isdir(folder) and any(name.startswith("checkpoint-") for name in os.listdir(folder))
