@@ -1,0 +1,65 @@
+"""The `valle` command line: discovery, `valle smoke`, `valle synthesize` (VALL-E, continual, batch)."""
+
+import soundfile as sf
+import pytest
+
+from valle.cli import build_parser, main
+
+
+def test_every_command_is_discovered():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"smoke", "synthesize"} <= set(commands)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from valle.smoke import build_random_bundle
+
+    return build_random_bundle(tmp_path_factory.mktemp("bundle") / "model")
+
+
+def test_smoke_writes_audio(tmp_path, capsys):
+    out = tmp_path / "smoke.wav"
+    assert main(["smoke", "--out", str(out), "--bundle-dir", str(tmp_path / "m"), "--max-seconds", "0.2"]) == 0
+    audio, rate = sf.read(out)
+    assert rate == 24000 and 0 < len(audio) <= int(0.2 * 24000) + 320
+    assert "randomly initialised" in capsys.readouterr().out
+
+
+def test_synthesize_vall_e_mode_and_batch(tmp_path, bundle, capsys):
+    from valle.smoke import voiced_signal
+
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, voiced_signal(2.0, sampling_rate=16000), 16000)  # another rate: resampled to the codec's
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Hello there.\n\nSecond line, please.\n")
+    code = main([
+        "synthesize", "--model", str(bundle), "--text-file", str(texts), "--prompt-audio", str(prompt),
+        "--prompt-text", "A prompt.", "--out", str(tmp_path / "out.wav"), "--max-seconds", "0.2", "--seed", "3",
+    ])
+    assert code == 0
+    for index in range(2):
+        audio, rate = sf.read(tmp_path / f"out_{index:03d}.wav")
+        assert rate == 24000 and len(audio) > 0
+    assert capsys.readouterr().out.count("wrote") == 2
+
+
+def test_synthesize_continual_and_errors(tmp_path, bundle):
+    from valle.smoke import voiced_signal
+
+    prompt = tmp_path / "utterance.wav"
+    sf.write(prompt, voiced_signal(4.0), 24000)
+    out = tmp_path / "continued.wav"
+    assert main([
+        "synthesize", "--model", str(bundle), "--text", "The whole transcript of the utterance.", "--continual",
+        "--prompt-audio", str(prompt), "--out", str(out), "--max-seconds", "0.2", "--greedy",
+    ]) == 0
+    assert sf.read(out)[0].size > 0
+    with pytest.raises(ValueError, match="whole transcript"):
+        main(["synthesize", "--model", str(bundle), "--text", "x y", "--continual", "--prompt-audio", str(prompt),
+              "--prompt-text", "x"])
+    with pytest.raises(SystemExit, match="needs --prompt-audio"):
+        main(["synthesize", "--model", str(bundle), "--text", "Hi.", "--prompt-text", "x"])
+    with pytest.raises(SystemExit, match="empty"):
+        main(["synthesize", "--model", str(bundle), "--text", "   "])
