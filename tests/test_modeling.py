@@ -414,3 +414,14 @@ def test_malformed_prompts_raise_clear_errors():
     bad = dict(inputs, prompt_attention_mask=inputs["prompt_attention_mask"].flip(1))
     with pytest.raises(ValueError, match="right padding"):
         model.generate(**bad)
+
+
+def test_kv_cache_grows_past_its_capacity_without_losing_the_past():
+    from modeling_valle import VallEKVCache
+
+    cache = VallEKVCache(num_layers=1, capacity=2)
+    steps = [torch.randn(1, 2, 1, 4) for _ in range(5)]
+    for step in steps:
+        keys, values = cache.update(step, -step, 0)
+    assert torch.equal(keys, torch.cat(steps, dim=2)) and torch.equal(values, -torch.cat(steps, dim=2))
+    assert cache.get_seq_length() == 5
