@@ -1044,8 +1044,7 @@ def _check_phonemes(config: VallEConfig, input_ids, attention_mask) -> torch.Ten
     return attention_mask
 
 
-def _check_codes(config: VallEConfig, codes, name: str, batch_size: int) -> torch.Tensor:
-    """Checks a (B, T, K) code tensor with -100 padding at the end; returns the frame mask (B, T)."""
+def _check_code_shape(config: VallEConfig, codes, name: str, batch_size: int):
     if not torch.is_tensor(codes) or codes.dim() != 3 or codes.dtype not in (torch.long, torch.int):
         raise ValueError(
             f"`{name}` must be an integer tensor of shape (batch, frames, num_codebooks={config.num_codebooks}); "
@@ -1056,8 +1055,14 @@ def _check_codes(config: VallEConfig, codes, name: str, batch_size: int) -> torc
     if codes.shape[2] != config.num_codebooks:
         raise ValueError(
             f"`{name}` has {codes.shape[2]} codebooks in its last dimension but the model has "
-            f"{config.num_codebooks}; pass codes shaped (batch, frames, {config.num_codebooks})."
+            f"{config.num_codebooks}; pass codes shaped (batch, frames, {config.num_codebooks}) (EnCodec 24 kHz at "
+            "6 kbps gives 8)."
         )
+
+
+def _check_codes(config: VallEConfig, codes, name: str, batch_size: int) -> torch.Tensor:
+    """Checks a (B, T, K) code tensor with -100 padding at the end; returns the frame mask (B, T)."""
+    _check_code_shape(config, codes, name, batch_size)
     padding = codes == IGNORE_INDEX
     frame_mask = ~padding[..., 0]
     if bool((padding != ~frame_mask[..., None]).any()):
@@ -1074,24 +1079,13 @@ def _check_codes(config: VallEConfig, codes, name: str, batch_size: int) -> torc
 
 
 def _check_prompt(config: VallEConfig, prompt_codes, prompt_mask, batch_size: int) -> torch.Tensor:
-    if not torch.is_tensor(prompt_codes) or prompt_codes.dim() != 3:
-        raise ValueError(
-            f"`prompt_codes` must be a tensor of shape (batch, frames, {config.num_codebooks}); got "
-            f"{_describe(prompt_codes)}."
-        )
+    _check_code_shape(config, prompt_codes, "prompt_codes", batch_size)
     if prompt_mask is None:
         prompt_mask = torch.ones(prompt_codes.shape[:2], dtype=torch.bool, device=prompt_codes.device)
     elif prompt_mask.shape != prompt_codes.shape[:2]:
         raise ValueError(
             f"`prompt_attention_mask` has shape {tuple(prompt_mask.shape)} but `prompt_codes` has "
             f"{tuple(prompt_codes.shape)}; it must be (batch, frames)."
-        )
-    if prompt_codes.shape[0] != batch_size:
-        raise ValueError(f"`prompt_codes` has batch size {prompt_codes.shape[0]} but `input_ids` has {batch_size}.")
-    if prompt_codes.shape[2] != config.num_codebooks:
-        raise ValueError(
-            f"`prompt_codes` has {prompt_codes.shape[2]} codebooks but the model has {config.num_codebooks}; encode "
-            "the prompt at the codec bandwidth the model was trained with (6 kbps = 8 codebooks for EnCodec 24 kHz)."
         )
     prompt_mask = prompt_mask.bool()
     if bool((prompt_mask[:, 1:] & ~prompt_mask[:, :-1]).any()):
