@@ -932,8 +932,12 @@ class VallEProcessor(ProcessorMixin):
             )
             # The two are one utterance to the model, with a word boundary between them.
             joint = [tokenizer.word_separator] if tokenizer.word_separator is not None else []
-            token_lists = [before + joint + after for before, after in zip(prompt_tokens, token_lists)]
-        ids = tokenizer._tokens_to_ids(token_lists)
+            prompt_ids = tokenizer._tokens_to_ids([before + joint for before in prompt_tokens])
+            ids = [before + after for before, after in zip(prompt_ids, tokenizer._tokens_to_ids(token_lists))]
+            prompt_lengths = [len(item) for item in prompt_ids]
+        else:
+            ids = tokenizer._tokens_to_ids(token_lists)
+            prompt_lengths = None
         encoded = tokenizer.pad(
             {"input_ids": [tokenizer.build_inputs_with_special_tokens(item) for item in ids]},
             padding=True,
@@ -956,13 +960,29 @@ class VallEProcessor(ProcessorMixin):
             data["prompt_codes"], data["prompt_attention_mask"] = self._pad_codes(codes)
 
         if self.language_ids is not None:
-            name = language or tokenizer.language
-            if name not in self.language_ids:
-                raise ValueError(
-                    f"`language`={name!r} has no id in this model's `language_ids` {self.language_ids}; pick one of "
-                    f"{sorted(self.language_ids)}."
-                )
-            data["language_ids"] = [self.language_ids[name]] * batch_size
+            text_language = language or tokenizer.language
+            prompt_language = prompt_language or text_language
+            for argument, name in (("language", text_language), ("prompt_language", prompt_language)):
+                if name not in self.language_ids:
+                    raise ValueError(
+                        f"`{argument}`={name!r} has no id in this model's `language_ids` {self.language_ids}; pick "
+                        f"one of {sorted(self.language_ids)}."
+                    )
+            text_id, prompt_id = self.language_ids[text_language], self.language_ids[prompt_language]
+            if prompt_lengths is None or prompt_id == text_id:
+                data["language_ids"] = [text_id] * batch_size
+            else:
+                # Cross-lingual prompt (VALL-E X): the transcript's phonemes carry the prompt's language, the
+                # rest the text's; one id per phoneme, shaped like `input_ids`.
+                leading = tokenizer.build_inputs_with_special_tokens([-1]).index(-1)  # special tokens in front
+                width = len(data["input_ids"][0])
+                per_phoneme = []
+                for count, mask in zip(prompt_lengths, data["attention_mask"]):
+                    start = leading + (width - sum(mask) if tokenizer.padding_side == "left" else 0)
+                    row = [text_id] * width
+                    row[start : start + count] = [prompt_id] * count
+                    per_phoneme.append(row)
+                data["language_ids"] = per_phoneme
 
         return BatchFeature(data=data, tensor_type="pt")
 

@@ -365,3 +365,24 @@ def test_an_encodec_package_model_works_like_the_transformers_one(processor):
     if importlib.util.find_spec("encodec") is None:
         with pytest.raises(ImportError, match="needs the optional `encodec` package"):
             missing.encode_audio(wave, RATE)
+
+
+def test_cross_lingual_prompt_gets_per_phoneme_language_ids():
+    from processing_valle import VallEProcessor
+    from tests.utils import tiny_codec, tiny_tokenizer, tiny_waveform
+
+    processor = VallEProcessor(tokenizer=tiny_tokenizer(), codec=tiny_codec(), language_ids={"en-us": 0, "fr-fr": 1})
+    same = processor(text="Hello world.", prompt_audio=tiny_waveform(1.0), sampling_rate=24000, prompt_text="Tea.")
+    assert same["language_ids"].tolist() == [0]
+    inputs = processor(
+        text=["Hello world.", "Hi."], prompt_audio=tiny_waveform(1.0), sampling_rate=24000,
+        prompt_text="Merci.", prompt_language="fr-fr",
+    )
+    languages = inputs["language_ids"]
+    assert languages.shape == inputs["input_ids"].shape
+    prompt_only = processor(text="Merci.", language="fr-fr")["input_ids"]
+    # BOS, then the prompt transcript and the word separator in French, then the text in English.
+    prompt_phonemes = prompt_only.shape[1] - 2
+    for row in languages.tolist():
+        assert row[0] == 0 and row[1 : 2 + prompt_phonemes] == [1] * (prompt_phonemes + 1)
+        assert set(row[2 + prompt_phonemes :]) == {0}
