@@ -215,6 +215,30 @@ def test_trained_codec_saves_as_a_plain_encodec_model(tmp_path):
         decode_codes(loaded, a.audio_codes[0, 0])
 
 
+def test_export_for_processor_needs_no_scales_and_ignores_input_level():
+    from valle.lab.codec import export_for_processor
+
+    torch.manual_seed(0)
+    model = _tiny_codec().eval()
+    with pytest.raises(ValueError, match="bias"):
+        export_for_processor(model)  # a fresh first convolution has a bias: level-dependent codes
+    with torch.no_grad():
+        model.encoder.layers[0].conv.bias.zero_()
+        ResidualVQTrainer(model).initialize(model.encoder(normalize_input(torch.randn(4, 1, 320 * 40))[0]))
+    exported = export_for_processor(model)
+    assert exported.config.normalize is False
+    audio = torch.randn(1, 1, 320 * 30) * 0.1
+    with torch.no_grad():
+        reference = model.encode(audio, bandwidth=3.0).audio_codes
+        for gain in (0.2, 1.0, 5.0):
+            codes = exported.encode(audio * gain, bandwidth=3.0).audio_codes
+            assert (codes == reference).float().mean() > 0.99
+        decoded = exported.decode(reference, [None]).audio_values  # what VallEProcessor does
+    assert float(decoded.pow(2).mean().sqrt()) == pytest.approx(0.08, rel=0.05)
+    with pytest.raises(ValueError, match="already has normalize=False"):
+        export_for_processor(exported)
+
+
 def test_initialize_needs_enough_vectors():
     vq = ResidualVQTrainer(_tiny_codec())
     with pytest.raises(ValueError, match="at least 64 vectors"):

@@ -81,7 +81,7 @@ class ResidualVQTrainer:
     training) updates the codebooks by EMA. `initialize(embeddings)` runs k-means.
     """
 
-    def __init__(self, model, decay: float = 0.99, epsilon: float = 1e-5, dead_after: float = 0.05):
+    def __init__(self, model, decay: float = 0.99, epsilon: float = 1e-5, dead_after: float = 0.1):
         self.layers = [layer.codebook for layer in model.quantizer.layers]
         self.codebook_size = model.config.codebook_size
         self.decay = decay
@@ -288,6 +288,37 @@ def decode_codes(model, codes: torch.Tensor, scale: float | torch.Tensor | None 
         return model.decode(codes[None], scales).audio_values
 
 
+def export_for_processor(model, input_rms: float = 0.1, output_rms: float = TARGET_RMS):
+    """A copy of a trained `normalize=True` codec that needs no scales: `normalize=False`.
+
+    VallEProcessor (like any user of `facebook/encodec_24khz`) decodes codes with no scale.
+    Training keeps the encoder's first convolution bias-free and a group norm follows it, so
+    the encoder ignores the input level and normalisation can be dropped; the first
+    convolution is scaled by 1/`input_rms` only to keep typical inputs far above the group
+    norm's epsilon. The output level `output_rms` is folded into the decoder's last norm
+    (a group norm over the whole clip, so every decoded clip comes out at a fixed RMS), so
+    `decode(codes, [None])` gives speech at about -22 dBFS.
+    """
+    from transformers import EncodecModel
+
+    if not model.config.normalize:
+        raise ValueError("export_for_processor: the codec already has normalize=False; it needs no export.")
+    if float(model.encoder.layers[0].conv.bias.abs().max()) > 0:
+        raise ValueError(
+            "export_for_processor: the encoder's first convolution has a bias, so the codes depend on the input "
+            "level and normalisation cannot be dropped; train with valle.lab.codec.train_codec (bias-free)."
+        )
+    config = model.config.__class__.from_dict({**model.config.to_dict(), "normalize": False})
+    exported = EncodecModel(config)
+    exported.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        exported.encoder.layers[0].conv.weight.div_(input_rms)
+        last_norm = exported.decoder.layers[-1].norm
+        last_norm.weight.mul_(output_rms)
+        last_norm.bias.mul_(output_rms)
+    return exported.eval()
+
+
 def codec_round_trip(model, waveform: torch.Tensor, bandwidth: float = 6.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch, 1, samples) -> (codes (batch, n_q, frames), resynthesis trimmed to the input length)."""
     with torch.no_grad():
@@ -338,6 +369,13 @@ def train_codec(
         step = state["step"]
         seconds_trained = state.get("seconds_trained", 0.0)
         log(f"resumed from {checkpoint_path} at step {step}")
+    # The first convolution has no bias, so with the group norm after it the encoder is
+    # blind to the input level: codes are the same whether or not the input is normalised,
+    # which lets `export_for_processor` drop the normalisation (see there).
+    first_conv = model.encoder.layers[0].conv
+    with torch.no_grad():
+        first_conv.bias.zero_()
+    first_conv.bias.requires_grad_(False)
     vq = ResidualVQTrainer(model)
     if step == 0:
         vq.mark_uninitialized()
