@@ -222,6 +222,7 @@ class AdaptiveLayerNorm(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(hidden_size, eps=eps)
         self.project = nn.Linear(hidden_size, 2 * hidden_size)
+        self.project._is_adaptive_norm_projection = True  # see `VallEPreTrainedModel._init_weights`
 
     def forward(self, hidden_states: torch.Tensor, stage_embedding: torch.Tensor | None = None) -> torch.Tensor:
         if stage_embedding is None:
@@ -412,10 +413,11 @@ class VallEPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, VallESinusoidalPositions):
             init.ones_(module.alpha)
-        elif isinstance(module, AdaptiveLayerNorm):
-            # Start as a plain LayerNorm: scale ~1, shift ~0 whatever the stage.
-            hidden_size = module.norm.normalized_shape[0]
-            init.copy_(module.project.bias, torch.cat([torch.ones(hidden_size), torch.zeros(hidden_size)]))
+        elif getattr(module, "_is_adaptive_norm_projection", False):
+            # AdaLN starts as a plain LayerNorm: scale ~1, shift ~0 whatever the stage. (Set on the projection
+            # itself: initialisation skips modules such as AdaptiveLayerNorm that own no parameter directly.)
+            hidden_size = module.out_features // 2
+            init.copy_(module.bias, torch.cat([torch.ones(hidden_size), torch.zeros(hidden_size)]))
 
 
 class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
@@ -504,6 +506,15 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
 
     def set_input_embeddings(self, value: nn.Module):
         self.ar_phoneme_embedding = value
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, *args, **kwargs) -> nn.Embedding:
+        """Resizes the phoneme vocabulary of both decoders (the AR's table and the NAR's)."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, *args, **kwargs)
+        if self.config.has_nar and self.nar_phoneme_embedding.num_embeddings != embeddings.num_embeddings:
+            self.nar_phoneme_embedding = self._get_resized_embeddings(
+                self.nar_phoneme_embedding, embeddings.num_embeddings
+            )
+        return embeddings
 
     # ----------------------------------------------------------------------------------------------
     # Building blocks shared by training and generation
@@ -611,7 +622,9 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         if prompt_codes is not None:
             prompt_attention_mask = _check_prompt(self.config, prompt_codes, prompt_attention_mask, input_ids.shape[0])
         language_ids = _check_languages(self.config, language_ids, input_ids)
-        codes = labels.masked_fill(~frame_mask[..., None], 0)
+        input_ids, codes = input_ids.long(), labels.long().masked_fill(~frame_mask[..., None], 0)
+        if prompt_codes is not None:
+            prompt_codes = prompt_codes.long()
 
         ar_loss = nar_loss = ar_logits = ar_labels = nar_logits = nar_labels = stage = None
         if self.config.ar_loss_weight > 0:
@@ -627,6 +640,10 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
             nar_loss = F.cross_entropy(
                 nar_logits.flatten(0, 1).float(), nar_labels.flatten(), ignore_index=IGNORE_INDEX
             )
+            if self.nar_last_lm_head is not None and stage != self.config.num_codebooks - 1:
+                # The untied last head only serves the last stage. A zero-weighted term keeps it in every step's
+                # graph, so DDP without `find_unused_parameters` (Trainer's choice with checkpointing) still works.
+                nar_loss = nar_loss + 0.0 * self.nar_last_lm_head.weight.sum()
 
         loss = 0.0
         if ar_loss is not None:
@@ -787,6 +804,12 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         batch_size = input_ids.shape[0]
         if prompt_codes is not None:
             prompt_attention_mask = _check_prompt(self.config, prompt_codes, prompt_attention_mask, batch_size)
+            if not self.config.use_audio_bos and not bool(prompt_attention_mask.any(dim=1).all()):
+                raise ValueError(
+                    "every item needs at least one real prompt frame (`prompt_codes` is empty or an item's "
+                    "`prompt_attention_mask` is all 0): this model has no audio BOS, so the AR starts from the prompt."
+                )
+            prompt_codes = prompt_codes.long()
         elif not self.config.use_audio_bos:
             raise ValueError(
                 "`prompt_codes` are required: this model has no audio BOS token (`config.use_audio_bos=False`, as in "
@@ -913,11 +936,12 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         step = 0
         while True:
             logits = next_logits.float()
-            scores = logits.clone()
+            allowed = logits
             if step < min_new:
-                scores[:, eos] = -float("inf")
-            scores = processors(generated, scores)
-            token = self._select_next_code(logits, scores, generated, options)
+                allowed = logits.clone()
+                allowed[:, eos] = -float("inf")
+            scores = processors(generated, allowed.clone())
+            token = self._select_next_code(allowed, scores, generated, options)
             if options.output_scores:
                 all_scores.append(scores)
             if options.output_logits:
@@ -968,10 +992,9 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
             window = generated[:, -options.repetition_window :]
             repetition = (window == token[:, None]).sum(dim=1).float() / options.repetition_window
             redraw = repetition > options.repetition_threshold
-            if bool(redraw.any()):
-                temperature = options.temperature if options.do_sample and options.temperature else 1.0
-                full = torch.multinomial(F.softmax(logits / temperature, dim=-1), num_samples=1)[:, 0]
-                token = torch.where(redraw, full, token)
+            temperature = options.temperature if options.do_sample and options.temperature else 1.0
+            full = torch.multinomial(F.softmax(logits / temperature, dim=-1), num_samples=1)[:, 0]
+            token = torch.where(redraw, full, token)  # drawn for every row: no host sync in the decoding loop
         return token
 
     def _generate_other_codebooks(

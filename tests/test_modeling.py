@@ -425,3 +425,63 @@ def test_kv_cache_grows_past_its_capacity_without_losing_the_past():
         keys, values = cache.update(step, -step, 0)
     assert torch.equal(keys, torch.cat(steps, dim=2)) and torch.equal(values, -torch.cat(steps, dim=2))
     assert cache.get_seq_length() == 5
+
+
+def test_adaptive_layer_norm_starts_as_a_plain_layer_norm():
+    model = tiny_valle_model()
+    hidden = model.config.hidden_size
+    for name, module in model.named_modules():
+        if name.endswith("project"):
+            assert torch.equal(module.bias[:hidden], torch.ones(hidden)), name
+            assert torch.equal(module.bias[hidden:], torch.zeros(hidden)), name
+
+
+def test_every_trainable_parameter_gets_a_gradient_at_every_stage():
+    # DDP without find_unused_parameters needs every parameter in every step's graph.
+    batch = random_valle_batch(tiny_valle_config())
+    for tying in ("paper", "shifted"):
+        model = tiny_valle_model(nar_head_tying=tying).train()
+        for stage in range(1, model.config.num_codebooks):
+            model.zero_grad()
+            model(**batch, nar_stage=stage).loss.backward()
+            missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+            assert not missing, (tying, stage, missing)
+
+
+def test_int32_inputs_are_accepted():
+    model = tiny_valle_model()
+    batch = random_valle_batch(model.config)
+    as_long = model(**batch, nar_stage=1)
+    as_int = model(**{k: v.int() for k, v in batch.items()}, nar_stage=1)
+    assert torch.allclose(as_long.loss, as_int.loss)
+
+
+def test_prompt_without_real_frames_is_refused():
+    model = tiny_valle_model()
+    inputs = _inputs(model.config)
+    with pytest.raises(ValueError, match="real prompt frame"):
+        model.generate(**dict(inputs, prompt_codes=inputs["prompt_codes"][:, :0], prompt_attention_mask=None))
+    mask = inputs["prompt_attention_mask"].clone()
+    mask[1] = 0
+    with pytest.raises(ValueError, match="real prompt frame"):
+        model.generate(**dict(inputs, prompt_attention_mask=mask))
+
+
+def test_repetition_aware_sampling_respects_min_new_tokens():
+    model = tiny_valle_model()
+    with torch.no_grad():  # make end-of-speech very likely
+        model.ar_audio_embedding.weight[model.config.audio_eos_token_id] = 1e3 * model.ar_decoder.norm.weight.sign()
+    inputs = _inputs(model.config)
+    output = model.generate(
+        **inputs, repetition_aware_sampling=True, min_new_tokens=6, max_new_tokens=8, return_dict_in_generate=True
+    )
+    assert (output.sequence_lengths >= 6).all()
+
+
+def test_resizing_the_phoneme_vocabulary_resizes_both_decoders():
+    model = tiny_valle_model()
+    model.resize_token_embeddings(50)
+    assert model.ar_phoneme_embedding.num_embeddings == model.nar_phoneme_embedding.num_embeddings == 50
+    batch = random_valle_batch(model.config)
+    batch["input_ids"][0, 0] = 45
+    assert torch.isfinite(model(**batch).loss)
