@@ -239,6 +239,26 @@ def test_export_for_processor_needs_no_scales_and_ignores_input_level():
         export_for_processor(exported)
 
 
+def test_vallE_processor_loads_the_exported_lab_codec(tmp_path):
+    from processing_valle import VallEProcessor
+    from tests.utils import tiny_tokenizer
+    from valle.lab.codec import export_for_processor
+
+    torch.manual_seed(0)
+    model = _tiny_codec().eval()
+    with torch.no_grad():
+        model.encoder.layers[0].conv.bias.zero_()
+        ResidualVQTrainer(model).initialize(model.encoder(normalize_input(torch.randn(4, 1, 320 * 40))[0]))
+    export_for_processor(model).save_pretrained(tmp_path / "codec")
+    processor = VallEProcessor(tiny_tokenizer(), codec_name_or_path=str(tmp_path / "codec"), codec_bandwidth=3.0)
+    assert processor.sampling_rate == 24000 and processor.frame_rate == 75
+    waveform = (np.random.default_rng(0).standard_normal(24000) * 0.05).astype(np.float32)
+    codes = processor.encode_audio(waveform, sampling_rate=24000)
+    assert codes.shape == (75, 8)
+    decoded = processor.batch_decode([codes])[0]
+    assert decoded.shape == (24000,) and 0.04 < float(np.sqrt(np.mean(decoded**2))) < 0.12
+
+
 def test_initialize_needs_enough_vectors():
     vq = ResidualVQTrainer(_tiny_codec())
     with pytest.raises(ValueError, match="at least 64 vectors"):

@@ -345,10 +345,11 @@ def train_codec(
     train_limit: int | None = None,
     log=print,
 ):
-    """Train (or resume training of) the small EnCodec; writes `output_dir/{checkpoint.pt, model/}`.
+    """Train (or resume training of) the small EnCodec; writes `output_dir/{checkpoint.pt, model/, for_processor/}`.
 
-    `output_dir/model` is a plain `EncodecModel.save_pretrained` folder, refreshed at every
-    checkpoint. Stops after `max_steps` steps or `max_minutes` minutes, whichever comes first.
+    `output_dir/model` (as trained, `normalize=True`) and `output_dir/for_processor` (the same
+    codec exported to need no scales: what VallEProcessor should load) are plain
+    `EncodecModel.save_pretrained` folders, refreshed at every checkpoint. Stops after `max_steps` steps or `max_minutes` minutes, whichever comes first.
     """
     from transformers import EncodecModel
 
@@ -402,6 +403,7 @@ def train_codec(
         os.replace(temporary, checkpoint_path)
         if vq.initialized:
             model.save_pretrained(os.path.join(output_dir, "model"))
+            export_for_processor(model).save_pretrained(os.path.join(output_dir, "for_processor"))
 
     while step < max_steps:
         if max_minutes is not None and time.time() - started > max_minutes * 60:

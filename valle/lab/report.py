@@ -8,8 +8,11 @@ On held-out (test) speakers, whose voice variants never occur in training:
    - CER / WER of the recogniser on clean test speech;
    - both judges on deliberately bad audio (the same utterances buried in white noise at
      0 dB SNR), which they must score clearly worse.
-2. Codec round trip at 1.5, 3 and 6 kbps: similarity(original, resynthesis), CER / WER of
-   the resynthesis, and log-mel distance to the original.
+2. Codec round trip at 1.5, 3 and 6 kbps, the way VallEProcessor uses a codec (encode,
+   decode with no scale; a `normalize=True` lab codec is exported first): similarity
+   (original, resynthesis), CER / WER of the resynthesis, and log-mel distance to the
+   original (multi-resolution log-mel L1, after matching the resynthesis's RMS to the
+   original's, since the codec speaks at a fixed level).
 
 Writes `report.json` and wav files (original / resynthesis pairs) to the output folder.
 """
@@ -55,7 +58,7 @@ def build_report(
     import torch
     from transformers import EncodecModel
 
-    from .codec import MultiResolutionMelLoss, codec_round_trip
+    from .codec import MultiResolutionMelLoss, export_for_processor
     from .corpus import SAMPLING_RATE, decode_audio, load_corpus
     from .judges import IntelligibilityJudge, SpeakerSimilarityJudge, error_rates
 
@@ -85,6 +88,9 @@ def build_report(
     speaker_judge = SpeakerSimilarityJudge()
     intelligibility = IntelligibilityJudge(judge_dir)
     codec = EncodecModel.from_pretrained(codec_dir).eval()
+    if codec.config.normalize:
+        # Measure what VallEProcessor does: encode, then decode with no scale.
+        codec = export_for_processor(codec)
     mel = MultiResolutionMelLoss(sampling_rate=SAMPLING_RATE)
 
     embeddings = [speaker_judge.embed(w, SAMPLING_RATE) for w in originals]
@@ -127,7 +133,11 @@ def build_report(
         resynthesised, distances, similarities, to_others = [], [], [], []
         for row, waveform in enumerate(originals):
             tensor = torch.from_numpy(waveform)[None, None]
-            _, decoded = codec_round_trip(codec, tensor, bandwidth=bandwidth)
+            with torch.no_grad():
+                codes = codec.encode(tensor, bandwidth=bandwidth).audio_codes
+                decoded = codec.decode(codes, [None]).audio_values[..., : tensor.shape[-1]]
+            # The codec speaks at a fixed level; match the original's before the (level-sensitive) mel distance.
+            decoded = decoded * (tensor.pow(2).mean().sqrt() / decoded.pow(2).mean().sqrt().clamp(min=1e-8))
             distances.append(float(mel(decoded, tensor)))
             output = decoded[0, 0].numpy().astype(np.float32)
             resynthesised.append(output)
