@@ -317,3 +317,13 @@ def test_cli_prepare_train_resume(tmp_path):
     assert "after 4 steps" in out
     state = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and state["log_history"][0]["step"] == 1  # history carried over from step 1
+
+
+def test_train_mode_both_retrains_a_decoder_switched_off_earlier():
+    model = tiny_valle_model()
+    set_train_mode(model, "ar")
+    assert model.config.nar_loss_weight == 0
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("nar_"))
+    set_train_mode(model, "both")
+    assert model.config.ar_loss_weight == 1.0 and model.config.nar_loss_weight == 1.0
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.endswith("position.alpha"))

@@ -32,6 +32,7 @@ def load_model_and_processor(model_name_or_path: str, device: str | None = None,
     model = VallEForConditionalCodecGeneration.from_pretrained(model_name_or_path, dtype=torch_dtype).eval()
     processor = VallEProcessor.from_pretrained(model_name_or_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    processor.codec.to(device)  # the codec decodes every output: keep it beside the model
     return model.to(device), processor
 
 

@@ -69,6 +69,11 @@ def set_train_mode(model, mode: str) -> None:
         config.ar_loss_weight = 0.0
         if config.nar_loss_weight == 0:
             config.nar_loss_weight = 1.0
+    else:  # both: a decoder switched off by an earlier AR-only / NAR-only run trains again
+        for name in ("ar_loss_weight", "nar_loss_weight"):
+            if getattr(config, name) == 0 and (name == "ar_loss_weight" or config.has_nar):
+                logger.warning(f"train_mode='both': {name} was 0 (an earlier single-decoder run); training it again.")
+                setattr(config, name, 1.0)
     for name, parameter in model.named_parameters():
         skipped = (name.startswith("ar_") and config.ar_loss_weight == 0) or (
             name.startswith("nar_") and config.nar_loss_weight == 0
@@ -98,6 +103,7 @@ class VallETrainer(Trainer):
         max_batch_size: int | None = None,
         eval_max_tokens: int | None = None,
         length_column: str = LENGTH_COLUMN,
+        eval_data_collator=None,
         **kwargs,
     ):
         model = kwargs.get("model", args[0] if args else None)
@@ -120,6 +126,8 @@ class VallETrainer(Trainer):
         self.max_batch_size = max_batch_size
         self.eval_max_tokens = eval_max_tokens or max_tokens
         self.length_column = length_column
+        # Evaluation may need its own collator: same-speaker prompts for unseen eval speakers come from eval data.
+        self.eval_data_collator = eval_data_collator or self.data_collator
         self._train_batch_sampler: TokenBudgetBatchSampler | None = None
 
     # ---- data ------------------------------------------------------------------------------------------------
@@ -140,7 +148,7 @@ class VallETrainer(Trainer):
         loader = DataLoader(
             dataset,
             batch_sampler=sampler,
-            collate_fn=self.data_collator,
+            collate_fn=self.data_collator if training else self.eval_data_collator,
             num_workers=self.args.dataloader_num_workers,
             pin_memory=self.args.dataloader_pin_memory,
             persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
@@ -216,7 +224,9 @@ class VallETrainer(Trainer):
         ar_loss = torch.zeros((), device=device)
         nar_losses = []
         with torch.no_grad(), torch.random.fork_rng(devices=[]), contextlib.ExitStack() as stack:
-            torch.manual_seed(self.args.seed)
+            # Only the CPU generator (the one forward's stage/prefix draws use, and the only one fork_rng restores
+            # here): `torch.manual_seed` would also reset the GPU generators and repeat dropout after each eval.
+            torch.random.default_generator.manual_seed(self.args.seed)
             stack.callback(lambda: setattr(config, "ar_loss_weight", ar_weight))
             for position, stage in enumerate(stages):
                 if position == 1:
@@ -300,20 +310,26 @@ def train(
     set_train_mode(model, train_mode)
     if args.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
         raise ValueError("This model does not support gradient checkpointing; drop --gradient_checkpointing.")
-    collator = VallEDataCollator(
-        pad_token_id=model.config.pad_token_id or 0,
-        num_codebooks=model.config.num_codebooks,
-        prompt_dataset=train_dataset if prompt_from_same_speaker else None,
-        speaker_column=speaker_column,
-        prompt_max_frames=model.config.nar_prompt_max_frames,
-        seed=args.seed,
-    )
+    def make_collator(prompt_source):
+        return VallEDataCollator(
+            pad_token_id=model.config.pad_token_id or 0,
+            num_codebooks=model.config.num_codebooks,
+            prompt_dataset=prompt_source if prompt_from_same_speaker else None,
+            speaker_column=speaker_column,
+            prompt_max_frames=model.config.nar_prompt_max_frames,
+            seed=args.seed,
+        )
+
+    collator = make_collator(train_dataset)
+    # Eval speakers are usually unseen in training: their prompts come from other eval utterances.
+    eval_collator = make_collator(eval_dataset) if eval_dataset is not None else None
     trainer = VallETrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collator,
+        eval_data_collator=eval_collator,
         processing_class=processor,
         max_tokens=max_tokens,
         max_batch_size=max_batch_size,
