@@ -1,0 +1,85 @@
+"""Small helpers shared by the benchmark scripts (machine description, GEMM rate, JSON output).
+
+The AR helpers (configs, copy bandwidth, cached / recomputed decoding timers) live in `ar_decoding.py` and are
+imported from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCHMARKS)
+for path in (ROOT, BENCHMARKS):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from ar_decoding import CONFIGS  # noqa: E402
+
+
+def machine() -> dict:
+    """What the numbers depend on, including how busy the machine was (other jobs share these cores)."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+        "niceness": os.nice(0),
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+def gemm_rate(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best observed FLOP/s of one large square torch.matmul (2 n^3 FLOPs), the compute floor's yardstick."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def decoder_matmul_flops(sizes: dict, batch: int, length: int) -> int:
+    """FLOPs of the matrix multiplies of one decoder forward over `length` positions (every position attends to
+    every key: the NAR is bidirectional; for a prefix-LM this is the dense upper bound the kernels compute)."""
+    d, ff, layers = sizes["hidden_size"], sizes["intermediate_size"], sizes["num_hidden_layers"]
+    projections = 2 * batch * length * (4 * d * d + 2 * d * ff)
+    attention = 2 * 2 * batch * length * length * d  # Q K^T and weights V
+    return layers * (projections + attention)
+
+
+def write(results: dict, name: str, out: str | None) -> str:
+    results.setdefault("machine", {})["loadavg_at_end"] = list(os.getloadavg())
+    out = out or os.path.join(BENCHMARKS, "results", f"{name}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(f"wrote {out}", flush=True)
+    return out
+
+
+def build_model(config_name: str, dtype: torch.dtype = torch.float32, **overrides):
+    from configuration_valle import VallEConfig
+    from modeling_valle import VallEForConditionalCodecGeneration
+
+    config = VallEConfig(**{**CONFIGS[config_name], **overrides})
+    torch.manual_seed(0)
+    return VallEForConditionalCodecGeneration(config).eval().to(dtype)
+
+
+def add_common_arguments(parser):
+    parser.add_argument("--configs", nargs="+", default=sorted(CONFIGS), choices=sorted(CONFIGS))
+    parser.add_argument("--quick", action="store_true", help="fewer repeats / sizes: a few minutes on a 2-core CPU")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default=None)
