@@ -51,6 +51,18 @@ def copy_bandwidth(megabytes: int = 512, repeats: int = 8) -> float:
     return 2 * source.numel() * source.element_size() / best
 
 
+def read_bandwidth(megabytes: int = 512, repeats: int = 8) -> float:
+    """Best observed read-only bandwidth in bytes/s (a reduction over a large buffer): what a weight-streaming
+    GEMV can hope for, since it reads and hardly writes."""
+    source = torch.ones(megabytes * 2**20 // 4)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        source.sum()
+        best = min(best, time.perf_counter() - start)
+    return source.numel() * source.element_size() / best
+
+
 def weight_bytes_per_step(model: VallEForConditionalCodecGeneration) -> int:
     """Bytes of the weights one cached AR step must read: the decoder, the prediction layer (or the audio
     embedding it shares) and one row of the audio embedding (negligible, counted as a row)."""
@@ -138,8 +150,10 @@ def benchmark(config_name: str, dtype_name: str, args) -> dict:
             recompute_ms = sum((a + b) / 2 for a, b in zip(values, values[1:])) / (len(values) - 1)
 
     bandwidth = copy_bandwidth()
+    reading = read_bandwidth()
     weights = weight_bytes_per_step(model)
     floor_ms = 1000 * weights / bandwidth
+    read_floor_ms = 1000 * weights / reading
     mean_kv = kv_bytes_at(model, args.phonemes + prompt_frames + steps // 2, dtype)
     return {
         "config": config_name,
@@ -156,6 +170,9 @@ def benchmark(config_name: str, dtype_name: str, args) -> dict:
         "copy_bandwidth_GBps": bandwidth / 1e9,
         "weight_bytes_per_step": weights,
         "bandwidth_floor_ms": floor_ms,
+        "read_bandwidth_GBps": reading / 1e9,
+        "read_bandwidth_floor_ms": read_floor_ms,
+        "cached_over_read_floor": cached["ms_per_step"] / read_floor_ms,
         "floor_with_mean_kv_cache_ms": 1000 * (weights + mean_kv) / bandwidth,
         "speedup_cached_vs_recompute": recompute_ms / cached["ms_per_step"],
         "cached_over_floor": cached["ms_per_step"] / floor_ms,
@@ -180,6 +197,7 @@ def main(argv=None):
 
     results = {
         "benchmark": "ar_decoding_batch1",
+        "load_average_at_start": os.getloadavg(),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
