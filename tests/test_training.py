@@ -247,12 +247,20 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_process_cpu_ddp_run_shards_data_and_keeps_ranks_in_sync(tmp_path):
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613"],
+    # `--cpu --num_processes 2` would start ONE process: real CPU DDP is `--multi_gpu` with use_cpu=True.
+    "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29614"],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_process_cpu_ddp_run_shards_data_and_keeps_ranks_in_sync(tmp_path, launcher):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT.format(repo=str(REPO)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
-               str(script), str(tmp_path / "out")]
+    command = [sys.executable, *LAUNCHERS[launcher], str(script), str(tmp_path / "out")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in range(2)]
