@@ -259,6 +259,22 @@ def test_vallE_processor_loads_the_exported_lab_codec(tmp_path):
     assert decoded.shape == (24000,) and 0.04 < float(np.sqrt(np.mean(decoded**2))) < 0.12
 
 
+def test_save_fp16_halves_the_file_and_loads_as_float32(tmp_path):
+    from safetensors import safe_open
+    from transformers import EncodecModel
+
+    from valle.lab.artifacts import save_fp16
+
+    model = _tiny_codec().eval()
+    size = save_fp16(model, str(tmp_path))
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as handle:
+        assert all(handle.get_tensor(k).dtype == torch.float16 for k in handle.keys())
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is left as it was
+    loaded = EncodecModel.from_pretrained(tmp_path)
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert size < 0.6 * sum(p.numel() * 4 for p in model.state_dict().values())
+
+
 def test_initialize_needs_enough_vectors():
     vq = ResidualVQTrainer(_tiny_codec())
     with pytest.raises(ValueError, match="at least 64 vectors"):

@@ -10,14 +10,15 @@ import time
 NAME = "lab"
 HELP = "Offline speech lab: build the espeak corpus, train the small EnCodec and the CTC judge, report."
 
-STEPS = ("corpus", "codec", "judge", "report", "all")
+STEPS = ("corpus", "codec", "judge", "report", "publish", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "step", choices=STEPS,
         help="corpus: synthesise the dataset; codec: train the EnCodec; judge: train the CTC recogniser; "
-             "report: measure judges and codec round trip; all: everything in order (rebuilds the lab).",
+             "report: measure judges and codec round trip; publish: fp16 copies of codec and judge to --to; "
+             "all: corpus, codec, judge, report in order (rebuilds the lab).",
     )
     parser.add_argument("--dir", default="runs/lab",
                         help="lab folder: corpus/, codec/, judge/ and report/ live under it (default: runs/lab)")
@@ -37,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, default=1, help="torch threads for training (default: 1)")
     group = parser.add_argument_group("report")
     group.add_argument("--per-speaker", type=int, default=3, help="test utterances per held-out speaker")
+    group.add_argument("--codec", default=None, help="codec folder to report on (default: DIR/codec/model)")
+    group.add_argument("--judge", default=None, help="recogniser folder to report with (default: DIR/judge/model)")
+    group = parser.add_argument_group("publish")
+    group.add_argument("--to", default="lab_artifacts", help="where publish writes codec/ and judge/ (default: lab_artifacts)")
 
 
 def _paths(args):
@@ -79,15 +84,21 @@ def run(args) -> int:
         elif step == "report":
             from valle.lab.report import build_report, markdown_table
 
-            for needed in (os.path.join(paths["codec"], "model"), os.path.join(paths["judge"], "model")):
+            codec_dir = args.codec or os.path.join(paths["codec"], "model")
+            judge_dir = args.judge or os.path.join(paths["judge"], "model")
+            for needed in (codec_dir, judge_dir):
                 if not os.path.isfile(os.path.join(needed, "config.json")):
                     print(f"valle lab report: {needed} is missing; run `valle lab codec` and `valle lab judge` "
                           f"with --dir {args.dir} first.", file=sys.stderr)
                     return 2
-            report = build_report(paths["corpus"], os.path.join(paths["codec"], "model"),
-                                  os.path.join(paths["judge"], "model"), paths["report"],
+            report = build_report(paths["corpus"], codec_dir, judge_dir, paths["report"],
                                   per_speaker=args.per_speaker, seed=args.seed)
             print(markdown_table(report))
             print(f"report: {os.path.join(paths['report'], 'report.json')} and wavs in {paths['report']}/wavs")
+        elif step == "publish":
+            from valle.lab.artifacts import publish
+
+            summary = publish(args.dir, args.to)
+            print(f"publish: {args.to}/codec and {args.to}/judge {summary}")
     print(f"valle lab {args.step}: done in {(time.time() - started) / 60:.1f} minutes")
     return 0

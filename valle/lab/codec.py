@@ -303,7 +303,7 @@ def export_for_processor(model, input_rms: float = 0.1, output_rms: float = TARG
 
     if not model.config.normalize:
         raise ValueError("export_for_processor: the codec already has normalize=False; it needs no export.")
-    if float(model.encoder.layers[0].conv.bias.abs().max()) > 0:
+    if float(model.encoder.layers[0].conv.bias.detach().abs().max()) > 0:
         raise ValueError(
             "export_for_processor: the encoder's first convolution has a bias, so the codes depend on the input "
             "level and normalisation cannot be dropped; train with valle.lab.codec.train_codec (bias-free)."
