@@ -1,0 +1,314 @@
+"""`valle evaluate`: the paper's protocol harness, checked with tiny random models (the numbers mean nothing; the
+plumbing is what is tested: test-case selection, rows, seeds, resume, JSON schema, table, errors)."""
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from valle.cli import main
+from valle.evaluation import (
+    Utterance,
+    error_counts,
+    load_utterances,
+    markdown_table,
+    normalize_text,
+    read_results,
+    select_test_cases,
+    summarize,
+)
+from valle.smoke import SMOKE_SENTENCES, voiced_signal
+
+CHARACTERS = ["<pad>", "<unk>", "|", "'"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+
+
+def _flac(waveform, rate):
+    buffer = io.BytesIO()
+    sf.write(buffer, waveform, rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _save_dataset(folder, rows, rate, extra_columns=()):
+    """A DatasetDict with a `test` split, audio as FLAC bytes (an Audio column without decoding, like the lab's)."""
+    import datasets
+
+    features = {"id": datasets.Value("string"),
+                "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+                "text": datasets.Value("string"), "speaker_id": datasets.Value("string")}
+    features.update({name: datasets.Value("float32") for name in extra_columns})
+    columns = {name: [row[name] for row in rows] for name in features}
+    dataset = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+    dataset = dataset.cast_column("audio", datasets.Audio(sampling_rate=rate, decode=False))
+    datasets.DatasetDict({"test": dataset}).save_to_disk(str(folder))
+    return folder
+
+
+def _rows(rate, with_duration=False):
+    """2 speakers x 3 utterances of 4.1-4.6 s, plus one 2 s utterance (outside 4-10 s: a prompt source only)."""
+    rows = []
+    for speaker in range(2):
+        for index, seconds in enumerate([4.1, 4.6, 4.3, 2.0][: 4 if speaker == 0 else 3]):
+            waveform = voiced_signal(seconds, sampling_rate=rate, seed=10 * speaker + index) * (0.5 + 0.3 * speaker)
+            row = {"id": f"s{speaker}-{index}",
+                   "audio": {"bytes": _flac(waveform, rate), "path": f"s{speaker}-{index}.flac"},
+                   "text": SMOKE_SENTENCES[(speaker * 3 + index) % len(SMOKE_SENTENCES)], "speaker_id": f"spk{speaker}"}
+            if with_duration:
+                row["duration"] = seconds
+            rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def lab_like(tmp_path_factory):
+    """A tiny random VALL-E bundle, a tiny random HubertForCTC (character vocabulary), a tiny random
+    WavLMForXVector and a 16 kHz test set: the full-scale path with stand-ins of the same classes."""
+    import torch
+    from transformers import (HubertConfig, HubertForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2Processor, WavLMConfig, WavLMForXVector)
+
+    from valle.smoke import build_random_bundle
+
+    root = tmp_path_factory.mktemp("evaluate")
+    bundle = build_random_bundle(root / "model", hidden_size=32)
+    small = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
+                 conv_stride=(5, 64), conv_kernel=(10, 64), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                         return_attention_mask=True)
+    vocab = root / "vocab.json"
+    vocab.write_text(json.dumps({c: i for i, c in enumerate(CHARACTERS)}))
+    tokenizer = Wav2Vec2CTCTokenizer(str(vocab), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|")
+    torch.manual_seed(0)
+    asr = HubertForCTC(HubertConfig(vocab_size=len(CHARACTERS), pad_token_id=0, **small)).eval()
+    asr.save_pretrained(root / "asr")
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(root / "asr")
+    speaker = WavLMForXVector(WavLMConfig(tdnn_dim=(16, 16), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1),
+                                          xvector_output_dim=8, num_buckets=32, **small)).eval()
+    speaker.save_pretrained(root / "speaker")
+    extractor.save_pretrained(root / "speaker")
+    data = _save_dataset(root / "data", _rows(16000), 16000)
+    return {"root": root, "model": str(bundle), "asr": str(root / "asr"), "speaker": str(root / "speaker"),
+            "data": str(data)}
+
+
+def _evaluate_args(setup, out, *extra):
+    return ["evaluate", "--model", setup["model"], "--dataset", setup["data"], "--asr-model", setup["asr"],
+            "--speaker-model", setup["speaker"], "--out", str(out), "--limit", "4", "--max-new-seconds", "0.3",
+            "--no-progress", *extra]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+def test_normalize_text_and_error_counts():
+    assert normalize_text("Don\u2019t stop\u2014it's 'GREAT', Dr. Smith!") == "don't stop it's great dr smith"
+    assert normalize_text("  forty-two\tapples ") == "forty two apples"
+    assert normalize_text("42 apples") == "42 apples"  # numbers are not spelled out (documented limit)
+    counts = error_counts("The cat sat.", "the BAT sat on")
+    assert counts["word_errors"] == 2 and counts["reference_words"] == 3  # one substitution, one insertion
+    assert counts["char_errors"] == 4 and counts["reference_chars"] == len("the cat sat")
+    assert error_counts("Hello, world!", "HELLO WORLD")["word_errors"] == 0
+    with pytest.raises(TypeError, match="expected a string"):
+        normalize_text(None)
+
+
+def test_select_test_cases_follows_the_protocol():
+    def utterance(uid, speaker, seconds):
+        return Utterance(id=uid, speaker_id=speaker, text="x", seconds=seconds, audio=lambda: None)
+
+    utterances = ([utterance(f"a{i}", "a", s) for i, s in enumerate([5.0, 12.0, 3.5, 2.5, 6.0])]
+                  + [utterance("b0", "b", 7.0), utterance("b1", "b", 2.0)]
+                  + [utterance(f"c{i}", "c", 4.5) for i in range(3)])
+    cases, skipped = select_test_cases(utterances, seed=1)
+    assert [c.utterance.id for c in cases] == ["a0", "c0", "a4", "c1", "c2"]  # round robin over speakers
+    assert skipped == {"outside_duration_range": 4, "no_other_utterance_for_prompt": 1}  # b0's only peer is 2 s
+    for case in cases:
+        assert case.prompt.speaker_id == case.utterance.speaker_id and case.prompt.id != case.utterance.id
+        assert case.prompt.seconds >= 3.0 and 0 <= case.prompt_start <= case.prompt.seconds - 3.0
+    again, _ = select_test_cases(utterances, seed=1)
+    assert [(c.prompt.id, c.prompt_start) for c in again] == [(c.prompt.id, c.prompt_start) for c in cases]
+    fewer, _ = select_test_cases(utterances, seed=1, limit=3)
+    assert [c.utterance.id for c in fewer] == ["a0", "c0", "a4"]  # a prefix of the larger selection
+    with pytest.raises(ValueError, match="no test case"):
+        select_test_cases(utterances, min_seconds=20, max_seconds=30)
+    with pytest.raises(ValueError, match="prompt_seconds < min_seconds"):
+        select_test_cases(utterances, min_seconds=2.0, prompt_seconds=3.0)
+    with pytest.raises(ValueError, match="occurs twice"):
+        select_test_cases(utterances + [utterance("a0", "a", 5.0)])
+
+
+def test_summary_is_corpus_level_per_seed_then_mean_and_spread_over_seeds():
+    def record(system, seed, errors, words, spk):
+        return {"system": system, "utterance_id": f"u{words}", "seed": seed, "word_errors": errors,
+                "reference_words": words, "char_errors": errors, "reference_chars": 4 * words, "spk": spk,
+                "error": None if spk is not None else "too short"}
+
+    records = [record("ground_truth", None, 0, 10, 0.8), record("ground_truth", None, 1, 30, 0.6),
+               # seed 0: (1 + 3) / (10 + 30) = 10 %, not the mean of 10 % and 10 %... seed 1: (5 + 3) / 40 = 20 %
+               record("valle", 0, 1, 10, 0.5), record("valle", 0, 3, 30, 0.3),
+               record("valle", 1, 5, 10, 0.4), record("valle", 1, 3, 30, None)]
+    summary = summarize(records, {"seeds": [0, 1], "data": "toy"})
+    truth, valle = summary["table"]
+    assert truth["wer"] == pytest.approx(2.5) and truth["spk"] == pytest.approx(0.7) and truth["wer_spread"] == 0
+    assert [s["wer"] for s in valle["per_seed"]] == pytest.approx([10.0, 20.0])
+    assert valle["wer"] == pytest.approx(15.0) and valle["wer_spread"] == pytest.approx(np.std([10, 20], ddof=1))
+    assert valle["spk"] == pytest.approx((0.4 + 0.4) / 2) and valle["unjudged"] == 1  # the unjudged output has no SPK
+    table = markdown_table({**summary, "test_set": {"utterances": 2, "speakers": 1, "hours": 0.01}})
+    assert table.splitlines()[:4] == ["| system (toy) | WER | SPK |", "|---|---|---|",
+                                      "| ground truth | 2.5 | 0.700 |", "| VALL-E | 15.0 ± 7.1 | 0.400 ± 0.000 |"]
+    assert "1 outputs too short to judge" in table
+    assert "| WER | CER | SPK |" in markdown_table(summary, include_cer=True)
+
+
+def test_read_results_drops_a_cut_off_last_line_and_refuses_an_edited_file(tmp_path):
+    path = tmp_path / "results.jsonl"
+    good = [{"system": "valle", "utterance_id": "u1", "seed": 0}, {"system": "ground_truth", "utterance_id": "u1",
+                                                                      "seed": None}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in good) + '{"system": "valle", "utt')
+    assert sorted(read_results(path)) == ["ground_truth|u1|-", "valle|u1|0"]
+    path.write_text(json.dumps(good[0]) + "\nnot json\n" + json.dumps(good[1]) + "\n")
+    with pytest.raises(ValueError, match="line 2 .*changed by hand"):
+        read_results(path)
+
+
+def test_librispeech_folder_layout(tmp_path):
+    chapter = tmp_path / "test-clean" / "121" / "123852"
+    chapter.mkdir(parents=True)
+    for index, seconds in enumerate([4.5, 3.2]):
+        sf.write(chapter / f"121-123852-{index:04d}.flac", voiced_signal(seconds, 16000, seed=index), 16000)
+    (chapter / "121-123852.trans.txt").write_text("121-123852-0000 THOSE PRETTY WRONGS\n121-123852-0001 AY ME\n")
+    utterances = load_utterances(str(tmp_path / "test-clean"))
+    assert [(u.id, u.speaker_id, u.text) for u in utterances] == [
+        ("121-123852-0000", "121", "THOSE PRETTY WRONGS"), ("121-123852-0001", "121", "AY ME")]
+    assert utterances[0].seconds == pytest.approx(4.5, abs=1e-3)
+    assert utterances[1].load(24000).shape == (int(3.2 * 24000),)  # resampled on load
+    (chapter / "121-123852-0001.flac").unlink()
+    with pytest.raises(FileNotFoundError, match="121-123852-0001.flac"):
+        load_utterances(str(tmp_path / "test-clean"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="neither a datasets folder"):
+        load_utterances(str(empty))
+
+
+def test_full_scale_rows_seeds_json_table_and_resume(lab_like, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_evaluate_args(lab_like, out, "--seeds", "2")) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+
+    # Rows in the paper's order; the deterministic rows once, the sampled ones once per seed.
+    assert [row["title"] for row in summary["table"]] == [
+        "ground truth", "codec resynthesis", "VALL-E", "VALL-E-continual"]
+    assert [row["seeds"] for row in summary["table"]] == [[None], [None], [0, 1], [0, 1]]
+    assert summary["test_set"] == {"utterances": 4, "speakers": 2, "hours": pytest.approx(17.5 / 3600, abs=1e-3)}
+    results = summary["results"]
+    assert len(results) == 4 * (1 + 1 + 2 + 2)
+    assert results == sorted(read_results(out / "results.jsonl").values(),
+                             key=lambda r: (["ground_truth", "codec_resynthesis", "valle", "valle_continual"]
+                                            .index(r["system"]), r["utterance_id"], r["seed"] or 0))
+    by_id = {f"s{s}-{i}": (f"spk{s}", SMOKE_SENTENCES[(s * 3 + i) % len(SMOKE_SENTENCES)])
+             for s in range(2) for i in range(4)}
+    for record in results:
+        assert {"system", "utterance_id", "speaker_id", "seed", "prompt_id", "prompt_start", "reference",
+                "hypothesis", "word_errors", "reference_words", "wer", "cer", "spk", "error",
+                "audio_seconds"} <= set(record)
+        speaker, text = by_id[record["utterance_id"]]
+        assert record["speaker_id"] == speaker and record["reference"] == text
+        assert record["wer"] == record["word_errors"] / record["reference_words"]
+        assert -1.0 <= record["spk"] <= 1.0 and record["error"] is None
+        if record["system"] == "valle_continual":
+            assert record["prompt_id"] == record["utterance_id"] and record["prompt_start"] == 0.0
+            # WER is scored on prompt (3 s) + continuation (at most 0.3 s here)
+            assert 3.0 <= record["audio_seconds"] <= 3.0 + 0.3 + 0.02
+        else:
+            assert record["prompt_id"] != record["utterance_id"] and by_id[record["prompt_id"]][0] == speaker
+        if record["system"] == "valle":
+            assert 0 < record["audio_seconds"] <= 0.3 + 0.02 and record["generated_seconds"] == record["audio_seconds"]
+        if record["system"] in ("ground_truth", "codec_resynthesis"):
+            assert record["audio_seconds"] >= 4.0
+    # The table's numbers are the corpus-level aggregates of the records, per seed, then over seeds.
+    valle = summary["table"][2]
+    per_seed = []
+    for seed in (0, 1):
+        items = [r for r in results if r["system"] == "valle" and r["seed"] == seed]
+        per_seed.append(100 * sum(r["word_errors"] for r in items) / sum(r["reference_words"] for r in items))
+    assert valle["wer"] == pytest.approx(np.mean(per_seed))
+    assert valle["wer_spread"] == pytest.approx(np.std(per_seed, ddof=1))
+    # Each seed samples its own outputs (different similarities), the same seed the same ones (see resume below).
+    spk = {seed: [r["spk"] for r in results if r["system"] == "valle" and r["seed"] == seed] for seed in (0, 1)}
+    assert spk[0] != spk[1]
+    assert valle["spk"] == pytest.approx(np.mean([np.mean(spk[0]), np.mean(spk[1])]))
+    assert "| VALL-E | " in printed and " ± " in printed.split("| VALL-E |")[1].splitlines()[0]
+    assert " ± " not in printed.split("| ground truth |")[1].splitlines()[0]
+    assert (out / "table.md").read_text().strip() in printed
+
+    # Interrupted: 5 records and half a line survive. The resumed run redoes only the rest, and gets the same results.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(out / "settings.json", resumed / "settings.json")
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (resumed / "results.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][: len(lines[5]) // 2])
+    assert main(_evaluate_args(lab_like, resumed, "--seeds", "2")) == 0
+    assert "resuming: 5 of 24 results" in capsys.readouterr().out
+    again = json.loads((resumed / "summary.json").read_text())
+    assert again["results"] == results and again["table"] == summary["table"]
+    assert sorted(read_results(resumed / "results.jsonl")) == sorted(read_results(out / "results.jsonl"))
+
+    # One more seed: only its 8 results are computed; the two first seeds are untouched.
+    assert main(_evaluate_args(lab_like, out, "--seeds", "3")) == 0
+    assert "resuming: 24 of 32 results" in capsys.readouterr().out
+    grown = json.loads((out / "summary.json").read_text())
+    assert grown["table"][2]["seeds"] == [0, 1, 2] and grown["table"][2]["per_seed"][:2] == valle["per_seed"]
+
+    # Results of different settings are never mixed.
+    with pytest.raises(ValueError, match="different evaluation.*min_seconds"):
+        main(_evaluate_args(lab_like, out, "--min-seconds", "4.2"))
+
+
+def test_bad_input_is_named(lab_like, tmp_path, capsys):
+    with pytest.raises(ValueError, match="--text-column"):
+        main(_evaluate_args(lab_like, tmp_path / "a", "--text-column", "transcript"))
+    with pytest.raises(SystemExit, match="--systems"):
+        main(_evaluate_args(lab_like, tmp_path / "b", "--systems", "valle,yourtts"))
+    with pytest.raises(ValueError, match="could not load the ASR processor .*--asr-model"):
+        main(_evaluate_args(lab_like, tmp_path / "c", "--asr-model", str(tmp_path / "no-such-model")))
+    with pytest.raises(ValueError, match="no split 'dev'"):
+        main(_evaluate_args(lab_like, tmp_path / "d", "--split", "dev"))
+
+
+def test_lab_mode_names_the_command_that_builds_what_is_missing(lab_like, tmp_path, capsys):
+    lab = tmp_path / "lab"
+    args = ["evaluate", "--lab", "--lab-dir", str(lab), "--model", lab_like["model"], "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert f"valle lab corpus --dir {lab}" in capsys.readouterr().err
+    _save_dataset(lab / "corpus", _rows(24000, with_duration=True), 24000, extra_columns=("duration",))
+    assert main(args) == 2
+    assert f"valle lab judge --dir {lab}" in capsys.readouterr().err
+
+
+def test_lab_mode_runs_with_the_lab_judges(lab_like, tmp_path, capsys):
+    pytest.importorskip("resemblyzer", reason="the lab's speaker judge needs resemblyzer (README: the offline lab)")
+    import torch
+    from transformers import Wav2Vec2ForCTC
+
+    from valle.lab.judges import build_processor, recognizer_config
+
+    lab = tmp_path / "lab"
+    _save_dataset(lab / "corpus", _rows(24000, with_duration=True), 24000, extra_columns=("duration",))
+    torch.manual_seed(0)
+    judge = Wav2Vec2ForCTC(recognizer_config(hidden_size=32, num_hidden_layers=1, intermediate_size=64,
+                                             num_attention_heads=2, conv_dim=[16, 16, 16, 16]))
+    judge.save_pretrained(lab / "judge" / "model")
+    build_processor(str(lab / "judge" / "model"))
+    out = tmp_path / "o"
+    assert main(["evaluate", "--lab", "--lab-dir", str(lab), "--model", lab_like["model"], "--out", str(out),
+                 "--limit", "2", "--seeds", "1", "--max-new-seconds", "0.3", "--no-progress", "--save-audio"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["lab"] is True and summary["settings"]["speaker_model"] == "resemblyzer VoiceEncoder"
+    assert len(summary["results"]) == 2 * 4 and all(-1 <= r["spk"] <= 1 for r in summary["results"])
+    assert "| system (lab corpus" in printed and "| WER | CER | SPK |" in printed  # the lab table adds CER
+    for record in summary["results"]:  # --save-audio: every scored output, at its recorded length
+        audio, rate = sf.read(out / record["audio_path"])
+        assert rate == 24000 and len(audio) / rate == pytest.approx(record["audio_seconds"], abs=1e-3)
