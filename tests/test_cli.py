@@ -45,7 +45,7 @@ def test_synthesize_vall_e_mode_and_batch(tmp_path, bundle, capsys):
     assert capsys.readouterr().out.count("wrote") == 2
 
 
-def test_synthesize_continual_and_errors(tmp_path, bundle):
+def test_synthesize_continual_and_errors(tmp_path, bundle, capsys):
     from valle.smoke import voiced_signal
 
     prompt = tmp_path / "utterance.wav"
@@ -56,9 +56,11 @@ def test_synthesize_continual_and_errors(tmp_path, bundle):
         "--prompt-audio", str(prompt), "--out", str(out), "--max-seconds", "0.2", "--greedy",
     ]) == 0
     assert sf.read(out)[0].size > 0
-    with pytest.raises(ValueError, match="whole transcript"):
-        main(["synthesize", "--model", str(bundle), "--text", "x y", "--continual", "--prompt-audio", str(prompt),
-              "--prompt-text", "x"])
+    assert main(["synthesize", "--model", str(bundle), "--text", "x y", "--continual", "--prompt-audio", str(prompt),
+                 "--prompt-text", "x"]) == 2
+    assert "whole transcript" in capsys.readouterr().err
+    assert main(["synthesize", "--model", str(tmp_path / "missing"), "--text", "Hi."]) == 2
+    assert "no such folder" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="needs --prompt-audio"):
         main(["synthesize", "--model", str(bundle), "--text", "Hi.", "--prompt-text", "x"])
     with pytest.raises(SystemExit, match="empty"):

@@ -3,6 +3,7 @@ plumbing is what is tested: test-case selection, rows, seeds, resume, JSON schem
 
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -100,6 +101,13 @@ def _evaluate_args(setup, out, *extra):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+
+def assert_cli_error(capsys, argv, pattern):
+    """The command line reports bad input as one clean line on stderr and exit status 2."""
+    capsys.readouterr()
+    assert main(*argv) == 2
+    assert re.search(pattern, capsys.readouterr().err), pattern
+
 def test_normalize_text_and_error_counts():
     assert normalize_text("Don\u2019t stop\u2014it's 'GREAT', Dr. Smith!") == "don't stop it's great dr smith"
     assert normalize_text("  forty-two\tapples ") == "forty two apples"
@@ -262,19 +270,15 @@ def test_full_scale_rows_seeds_json_table_and_resume(lab_like, tmp_path, capsys)
     assert grown["table"][2]["seeds"] == [0, 1, 2] and grown["table"][2]["per_seed"][:2] == valle["per_seed"]
 
     # Results of different settings are never mixed.
-    with pytest.raises(ValueError, match="different evaluation.*min_seconds"):
-        main(_evaluate_args(lab_like, out, "--min-seconds", "4.2"))
+    assert_cli_error(capsys, [_evaluate_args(lab_like, out, "--min-seconds", "4.2")], "different evaluation.*min_seconds")
 
 
 def test_bad_input_is_named(lab_like, tmp_path, capsys):
-    with pytest.raises(ValueError, match="--text-column"):
-        main(_evaluate_args(lab_like, tmp_path / "a", "--text-column", "transcript"))
+    assert_cli_error(capsys, [_evaluate_args(lab_like, tmp_path / "a", "--text-column", "transcript")], "--text-column")
     with pytest.raises(SystemExit, match="--systems"):
         main(_evaluate_args(lab_like, tmp_path / "b", "--systems", "valle,yourtts"))
-    with pytest.raises(ValueError, match="could not load the ASR processor .*--asr-model"):
-        main(_evaluate_args(lab_like, tmp_path / "c", "--asr-model", str(tmp_path / "no-such-model")))
-    with pytest.raises(ValueError, match="no split 'dev'"):
-        main(_evaluate_args(lab_like, tmp_path / "d", "--split", "dev"))
+    assert_cli_error(capsys, [_evaluate_args(lab_like, tmp_path / "c", "--asr-model", str(tmp_path / "no-such-model"))], "could not load the ASR processor .*--asr-model")
+    assert_cli_error(capsys, [_evaluate_args(lab_like, tmp_path / "d", "--split", "dev")], "no split 'dev'")
 
 
 def test_lab_mode_names_the_command_that_builds_what_is_missing(lab_like, tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -44,7 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, TypeError, OSError) as error:
+        # Bad input: the message names the problem and the fix; a traceback would only bury it.
+        # VALLE_DEBUG=1 shows the traceback for bug reports.
+        if os.environ.get("VALLE_DEBUG"):
+            raise
+        print(f"valle {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -26,8 +26,14 @@ def load_model_and_processor(model_name_or_path: str, device: str | None = None,
     from modeling_valle import VallEForConditionalCodecGeneration
     from processing_valle import VallEProcessor
 
-    if not os.path.isdir(model_name_or_path) and os.path.exists(model_name_or_path):
-        raise ValueError(f"--model {model_name_or_path!r} is a file; give the folder written by save_pretrained or a Hub id.")
+    if not os.path.isdir(model_name_or_path):
+        if os.path.exists(model_name_or_path):
+            raise ValueError(f"--model {model_name_or_path!r} is a file; give the folder written by save_pretrained or a Hub id.")
+        if model_name_or_path.startswith((".", os.sep, "~")) or model_name_or_path.count("/") > 1:
+            raise ValueError(
+                f"--model {model_name_or_path!r}: no such folder. Give a folder written by save_pretrained "
+                "(model and processor) or a Hub id such as 'user/valle-model'."
+            )
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     model = VallEForConditionalCodecGeneration.from_pretrained(model_name_or_path, dtype=torch_dtype).eval()
     processor = VallEProcessor.from_pretrained(model_name_or_path)
