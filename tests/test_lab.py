@@ -1,8 +1,6 @@
 """The offline speech lab: corpus, codec training step, judges, report helpers (tiny and fast)."""
 
-import io
 import json
-import os
 import re
 
 import numpy as np
