@@ -316,3 +316,36 @@ def test_lab_mode_runs_with_the_lab_judges(lab_like, tmp_path, capsys):
     for record in summary["results"]:  # --save-audio: every scored output, at its recorded length
         audio, rate = sf.read(out / record["audio_path"])
         assert rate == 24000 and len(audio) / rate == pytest.approx(record["audio_seconds"], abs=1e-3)
+
+
+def test_valle_prompt_text_is_the_transcript_of_the_crop_not_of_the_whole_utterance():
+    from valle.evaluation import VALLE, Utterance, _Case, _synthesize
+
+    rate = 24000
+
+    def audio(seconds):
+        return lambda: {"array": np.random.default_rng(0).uniform(-0.3, 0.3, int(seconds * rate)).astype(np.float32),
+                        "sampling_rate": rate}
+
+    utterances = [Utterance("s-1", "s", "the target sentence to say", 5.0, audio(5.0)),
+                  Utterance("s-2", "s", "one two three four five six seven eight nine ten", 9.0, audio(9.0))]
+    cases, _ = select_test_cases(utterances)
+    case = next(c for c in cases if c.utterance.id == "s-1")
+    heard = []
+
+    class Recognizer:
+        def transcribe(self, waveforms, sampling_rate):
+            heard.append(len(waveforms[0]) / sampling_rate)
+            return ["four five six"]
+
+    class Processor:
+        sampling_rate = rate
+
+        def __call__(self, **kwargs):
+            raise StopIteration(kwargs)
+
+    with pytest.raises(StopIteration) as stop:
+        _synthesize(None, Processor(), _Case(case, Processor(), None, 3.0, Recognizer()), VALLE, {})
+    kwargs = stop.value.args[0]
+    assert kwargs["prompt_text"] == "four five six" and len(kwargs["prompt_audio"]) == 3 * rate
+    assert heard == [3.0]  # the recogniser heard exactly the crop

@@ -464,8 +464,9 @@ def _safe_name(text: str) -> str:
 class _Case:
     """One test case's audio, codec round trips and prompt embeddings, each computed at most once."""
 
-    def __init__(self, case: TestCase, processor, speaker_judge, prompt_seconds: float):
+    def __init__(self, case: TestCase, processor, speaker_judge, prompt_seconds: float, recognizer=None):
         self.case, self.processor, self.speaker_judge = case, processor, speaker_judge
+        self.recognizer = recognizer
         self.rate = processor.sampling_rate
         self.prompt_samples = int(round(prompt_seconds * self.rate))
         self._cache: dict[str, Any] = {}
@@ -484,6 +485,16 @@ class _Case:
             start = int(round(self.case.prompt_start * self.rate))
             return audio[start : start + self.prompt_samples]
         return self._once("prompt", crop)
+
+    def prompt_transcript(self) -> str:
+        """What the VALL-E crop says. The crop cuts an utterance at an arbitrary point, so the utterance's own
+        transcript would describe words the audio does not hold (the model would say them first). As the paper
+        transcribed its training data with ASR, the crop is transcribed by the evaluation's recogniser."""
+        def transcribe():
+            if self.recognizer is None:
+                raise ValueError("the VALL-E system needs a recogniser to transcribe its 3 s prompt crop")
+            return self.recognizer.transcribe([self.prompt()], self.rate)[0].strip()
+        return self._once("prompt_transcript", transcribe)
 
     def continual_prompt(self):  # VALL-E-continual: the first seconds of the utterance itself
         return self._once("continual_prompt", lambda: self.target()[: self.prompt_samples])
@@ -505,7 +516,8 @@ def _synthesize(model, processor, case: _Case, system: str, generation_kwargs: d
 
     utterance = case.case.utterance
     if system == VALLE:
-        inputs = processor(text=utterance.text, prompt_audio=case.prompt(), prompt_text=case.case.prompt.text,
+        transcript = case.prompt_transcript()
+        inputs = processor(text=utterance.text, prompt_audio=case.prompt(), prompt_text=transcript or None,
                            sampling_rate=case.rate)
     else:
         inputs = processor(text=utterance.text, prompt_audio=case.continual_prompt(), sampling_rate=case.rate)
@@ -530,6 +542,7 @@ def _score(case: _Case, system: str, seed, recognizer, wer_audio, spk_audio, pro
         "system": system, "utterance_id": utterance.id, "speaker_id": utterance.speaker_id, "seed": seed,
         "prompt_id": utterance.id if system == CONTINUAL else case.case.prompt.id,
         "prompt_start": 0.0 if system == CONTINUAL else case.case.prompt_start,
+        "prompt_text": case.prompt_transcript() if system == VALLE else None,
         "reference": utterance.text, "hypothesis": "", "spk": None, "error": None,
     }
     if len(wer_audio) >= MIN_JUDGED_SECONDS * case.rate:
@@ -609,7 +622,7 @@ def run_evaluation(
     with open(results_path, "a", encoding="utf-8") as handle:
         for index, system, seed in todo:
             if current is None or current.case is not cases[index]:
-                current = _Case(cases[index], processor, speaker_judge, prompt_seconds)
+                current = _Case(cases[index], processor, speaker_judge, prompt_seconds, recognizer)
             case = current
             extra = {}
             if system == GROUND_TRUTH:
@@ -697,8 +710,9 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
         "protocol": {
             "wer": "corpus-level word error rate in %, after valle.evaluation.normalize_text (numbers not spelled out)",
             "spk": "mean cosine of speaker embeddings: prompt (codec-decoded for the synthetic systems) vs output",
-            "valle": "prompt = a prompt_seconds crop of another utterance of the same speaker, its transcript as "
-                     "phoneme prompt",
+            "valle": "prompt = a prompt_seconds crop of another utterance of the same speaker; phoneme prompt = the "
+                     "crop's transcript by the evaluation's recogniser (the utterance's own transcript would name "
+                     "words cut off by the crop)",
             "valle_continual": "prompt = the first prompt_seconds of the same utterance, its whole transcript; WER on "
                                "prompt + continuation, SPK on the continuation",
             "spread": "sample standard deviation across seeds",
