@@ -65,3 +65,31 @@ def test_synthesize_continual_and_errors(tmp_path, bundle, capsys):
         main(["synthesize", "--model", str(bundle), "--text", "Hi.", "--prompt-text", "x"])
     with pytest.raises(SystemExit, match="empty"):
         main(["synthesize", "--model", str(bundle), "--text", "   "])
+
+
+def test_synthesize_api_array_prompts_and_cropping(tmp_path, bundle):
+    from valle.smoke import voiced_signal
+    from valle.synthesis import load_model_and_processor, synthesize
+
+    model, processor = load_model_and_processor(str(bundle), device="cpu")
+    heard = []
+    original = processor.__class__.__call__
+
+    def spy(self, *args, **kwargs):
+        heard.append((len(kwargs["prompt_audio"]), kwargs["sampling_rate"]))
+        return original(self, *args, **kwargs)
+
+    prompt = voiced_signal(4.0, sampling_rate=16000)
+    processor.__class__.__call__ = spy
+    try:
+        synthesize(model, processor, ["Hi."], [str(tmp_path / "a.wav")], prompt_audio=prompt, prompt_text="x",
+                   sampling_rate=16000, max_new_tokens=3)
+        synthesize(model, processor, ["Hi there."], [str(tmp_path / "b.wav")], prompt_audio=prompt, continual=True,
+                   sampling_rate=16000, max_new_tokens=3)
+    finally:
+        processor.__class__.__call__ = original
+    assert heard[0] == (64000, 16000)  # the array keeps its own rate (resampled by the processor)
+    assert heard[1] == (3 * 24000, 24000)  # cropped to 3 s, already at the codec's rate
+    with pytest.raises(ValueError, match="must say exactly"):
+        synthesize(model, processor, ["Hi."], [str(tmp_path / "c.wav")], prompt_audio=prompt, prompt_text="x",
+                   prompt_seconds=1.0, sampling_rate=16000)

@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -61,6 +60,7 @@ def synthesize(
     prompt_text: str | None = None,
     continual: bool = False,
     prompt_seconds: float | None = None,
+    sampling_rate: int | None = None,
     language: str | None = None,
     seed: int | None = None,
     batch_size: int = 8,
@@ -70,7 +70,8 @@ def synthesize(
 
     VALL-E mode: `prompt_audio` (~3 s) with its transcript `prompt_text`. VALL-E-continual (`continual=True`):
     each text is the WHOLE transcript of the prompt recording, of which the first `prompt_seconds` (default 3)
-    are given; the model continues the utterance.
+    are given; the model continues the utterance. `sampling_rate` is the rate of an array/tensor prompt
+    (files carry their own).
     """
     if len(texts) != len(out_paths):
         raise ValueError(f"got {len(texts)} texts but {len(out_paths)} output paths; give one path per text.")
@@ -82,8 +83,15 @@ def synthesize(
         raise ValueError(
             "In VALL-E-continual the text is the whole transcript of the prompt recording; do not pass --prompt-text."
         )
+    if prompt_seconds is not None and prompt_text is not None:
+        raise ValueError(
+            "--prompt-seconds would cut the prompt recording but --prompt-text describes all of it: the transcript "
+            "must say exactly what the prompt audio says. Trim the recording yourself and transcribe the trimmed "
+            "part, or use --continual (the text is then the whole transcript)."
+        )
     if prompt_audio is not None and (continual or prompt_seconds is not None):
-        prompt_audio = crop_prompt(prompt_audio, prompt_seconds or 3.0, processor)
+        prompt_audio = crop_prompt(prompt_audio, prompt_seconds or 3.0, processor, sampling_rate)
+        sampling_rate = processor.sampling_rate  # the crop is resampled to the codec's rate
     if seed is not None:
         torch.manual_seed(seed)
 
@@ -95,7 +103,7 @@ def synthesize(
             text=chunk,
             prompt_audio=prompt_audio,
             prompt_text=None if prompt_text is None else [prompt_text] * len(chunk),
-            sampling_rate=processor.sampling_rate if isinstance(prompt_audio, np.ndarray) else None,
+            sampling_rate=sampling_rate,
             language=language,
         ).to(device)
         output = model.generate(**inputs, return_dict_in_generate=True, **generation_kwargs)

@@ -31,7 +31,7 @@ def run(args) -> int:
     prompt = voiced_signal(3.0, sampling_rate=processor.sampling_rate, seed=args.seed)  # a synthetic 3 s "voice"
     result = synthesize(
         model, processor, [args.text], [args.out], prompt_audio=prompt,
-        prompt_text="A synthetic prompt of three seconds.", seed=args.seed,
+        prompt_text="A synthetic prompt of three seconds.", sampling_rate=processor.sampling_rate, seed=args.seed,
         max_new_tokens=max(1, int(args.max_seconds * processor.frame_rate)),
     )
     print(f"random model bundle: {folder}")
