@@ -382,3 +382,21 @@ def test_vallex_vocabulary_has_its_70_ids():
     ids = tokenizer("h ə l o ʊ _ w ɜ ː l d", do_phonemize=False)["input_ids"]
     assert ids[:3] == [24, 48, 28] and 0 in ids  # ː is not in VALL-E X's vocabulary: [UNK], as its tokenizer does
     assert tokenizer.pad_token_id == 3 and tokenizer.bos_token is None and not tokenizer.add_bos_eos
+
+
+def test_overwrite_leaves_nothing_of_the_previous_conversion(tmp_path):
+    from valle.cli import main
+
+    vallex = save_checkpoint(tmp_path, original_state_dict(vallex=True, bos=True), name="x.pt", nhead=HEADS,
+                             prefix_mode=1)
+    lifeiteng = save_checkpoint(tmp_path, original_state_dict(vallex=False, bos=False), name="l.pt", nhead=HEADS,
+                                prefix_mode=1)
+    out = tmp_path / "converted"
+    assert main(["convert", str(vallex), str(out)]) == 0
+    assert (out / "vocab.json").is_file() and "Plachta" in (out / "README.md").read_text()
+    assert main(["convert", str(lifeiteng), str(out)]) == 2  # refuses a non-empty folder without --overwrite
+    assert main(["convert", str(lifeiteng), str(out), "--overwrite"]) == 0
+    # No symbols given: no tokenizer, and none of VALL-E X's files or card is left beside the new weights.
+    assert not (out / "vocab.json").exists() and not (out / "processor_config.json").exists()
+    card = (out / "README.md").read_text()
+    assert "l.pt" in card and "Plachta" not in card and "x.pt" not in card

@@ -761,6 +761,10 @@ def convert_checkpoint(
     model = build_model(converted, config)
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        # Only now, with the new conversion ready to write: a previous conversion's tokenizer, processor or card
+        # must not survive next to other weights (a lifeiteng conversion without --symbols writes no tokenizer).
+        _remove_previous_conversion(output_dir)
     model.save_pretrained(output_dir)
     if tokenizer is not None:
         from processing_valle import VallEProcessor
@@ -778,6 +782,27 @@ def convert_checkpoint(
         )
     _write_card(output_dir, model.config, layout, base_model or KNOWN_BASE_MODELS.get(layout), license, original)
     return model
+
+
+# Everything `convert_checkpoint` may write into its folder (model, generation config, code, processor, card).
+CONVERSION_OUTPUTS = (
+    "README.md", "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+    "configuration_valle.py", "modeling_valle.py", "processing_valle.py", "processor_config.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json", "codec",
+)
+
+
+def _remove_previous_conversion(output_dir: Path):
+    import shutil
+
+    for name in CONVERSION_OUTPUTS:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    for shard in output_dir.glob("model-*-of-*.safetensors"):
+        shard.unlink()
 
 
 def _write_card(output_dir: Path, config, layout, base_model, license, original: OriginalCheckpoint):
@@ -798,7 +823,7 @@ def _write_card(output_dir: Path, config, layout, base_model, license, original:
         training_info=info,
     )
     try:
-        write_model_card(output_dir, **kwargs)
+        write_model_card(output_dir, overwrite=True, **kwargs)  # the card save_pretrained just wrote knew less
     except TypeError:  # an older card writer without some of these arguments: the config-only card stays
         logger.warning("hub_cards.write_model_card did not accept the conversion details; kept the basic card.")
 
