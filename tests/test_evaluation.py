@@ -149,7 +149,7 @@ def test_summary_is_corpus_level_per_seed_then_mean_and_spread_over_seeds():
     def record(system, seed, errors, words, spk):
         return {"system": system, "utterance_id": f"u{words}", "seed": seed, "word_errors": errors,
                 "reference_words": words, "char_errors": errors, "reference_chars": 4 * words, "spk": spk,
-                "error": None if spk is not None else "too short"}
+                "error": None if spk is not None else "too short", "spk_unjudged": spk is None}
 
     records = [record("ground_truth", None, 0, 10, 0.8), record("ground_truth", None, 1, 30, 0.6),
                # seed 0: (1 + 3) / (10 + 30) = 10 %, not the mean of 10 % and 10 %... seed 1: (5 + 3) / 40 = 20 %
@@ -164,7 +164,8 @@ def test_summary_is_corpus_level_per_seed_then_mean_and_spread_over_seeds():
     table = markdown_table({**summary, "test_set": {"utterances": 2, "speakers": 1, "hours": 0.01}})
     assert table.splitlines()[:4] == ["| system (toy) | WER | SPK |", "|---|---|---|",
                                       "| ground truth | 2.5 | 0.700 |", "| VALL-E | 15.0 ± 7.1 | 0.400 ± 0.000 |"]
-    assert "1 outputs too short to judge" in table
+    assert "1 outputs too short to judge their speaker (left out of SPK)" in table
+    assert "transcribe" not in table  # that output was transcribed: it is not counted as deleted words
     assert "| WER | CER | SPK |" in markdown_table(summary, include_cer=True)
 
 

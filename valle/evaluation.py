@@ -549,10 +549,13 @@ def _score(case: _Case, system: str, seed, recognizer, wer_audio, spk_audio, pro
         record["hypothesis"] = recognizer.transcribe([wer_audio], case.rate)[0]
     else:
         record["error"] = f"output lasts {len(wer_audio) / case.rate:.3f} s, too short to transcribe"
+        record["wer_unjudged"] = True
     if len(spk_audio) >= MIN_JUDGED_SECONDS * case.rate:
         record["spk"] = cosine(prompt_embedding(), case.speaker_judge.embed(spk_audio, case.rate))
     else:
-        record["error"] = f"output lasts {len(spk_audio) / case.rate:.3f} s, too short to judge"
+        record["error"] = "; ".join(filter(None, [
+            record["error"], f"output lasts {len(spk_audio) / case.rate:.3f} s, too short to judge its speaker"]))
+        record["spk_unjudged"] = True
     record.update(error_counts(utterance.text, record["hypothesis"]))
     record["wer"] = record["word_errors"] / max(1, record["reference_words"])
     record["cer"] = record["char_errors"] / max(1, record["reference_chars"])
@@ -696,6 +699,8 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
                 "cer": 100.0 * sum(r["char_errors"] for r in items) / max(1, sum(r["reference_chars"] for r in items)),
                 "spk": float(np.mean(similarities)) if similarities else None,
                 "unjudged": sum(r["error"] is not None for r in items),
+                "wer_unjudged": sum(bool(r.get("wer_unjudged")) for r in items),
+                "spk_unjudged": sum(bool(r.get("spk_unjudged")) for r in items),
                 "reached_cap": sum(bool(r.get("reached_cap")) for r in items),
             })
         row = {"system": system, "title": SYSTEM_TITLES[system], "seeds": [s["seed"] for s in per_seed],
@@ -705,6 +710,8 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
             row[metric] = float(np.mean(values)) if values else None
             row[f"{metric}_spread"] = _spread(values) if values else None
         row["unjudged"] = sum(s["unjudged"] for s in per_seed)
+        row["wer_unjudged"] = sum(s["wer_unjudged"] for s in per_seed)
+        row["spk_unjudged"] = sum(s["spk_unjudged"] for s in per_seed)
         rows.append(row)
     return {
         "protocol": {
@@ -753,9 +760,12 @@ def markdown_table(summary: dict, include_cer: bool | None = None) -> str:
         notes.append(f"ASR: {settings['asr_model']}")
     if settings.get("speaker_model"):
         notes.append(f"speaker model: {settings['speaker_model']}")
-    unjudged = sum(row["unjudged"] for row in summary["table"])
-    if unjudged:
-        notes.append(f"{unjudged} outputs too short to judge (counted as all words deleted, no SPK)")
+    not_transcribed = sum(row.get("wer_unjudged", 0) for row in summary["table"])
+    no_speaker = sum(row.get("spk_unjudged", 0) for row in summary["table"])
+    if not_transcribed:
+        notes.append(f"{not_transcribed} outputs too short to transcribe (counted as all words deleted)")
+    if no_speaker:
+        notes.append(f"{no_speaker} outputs too short to judge their speaker (left out of SPK)")
     return "\n".join(lines + ([""] + ["; ".join(notes) + "."] if notes else []))
 
 
