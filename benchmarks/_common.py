@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
-import time
 
 import torch
 
@@ -20,21 +18,7 @@ for path in (ROOT, BENCHMARKS):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from ar_decoding import CONFIGS  # noqa: E402
-
-
-def machine() -> dict:
-    """What the numbers depend on, including how busy the machine was (other jobs share these cores)."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": "cpu",
-        "niceness": os.nice(0),
-        "loadavg_at_start": list(os.getloadavg()),
-    }
+from ar_decoding import CONFIGS, best_seconds, machine  # noqa: E402,F401  (machine: re-exported for the scripts)
 
 
 def gemm_rate(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
@@ -42,12 +26,7 @@ def gemm_rate(size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.flo
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
     torch.matmul(a, b)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return 2 * size**3 / best_seconds(lambda: torch.matmul(a, b), repeats)
 
 
 def decoder_matmul_flops(sizes: dict, batch: int, length: int) -> int:

@@ -39,28 +39,42 @@ CONFIGS = {
 }
 
 
+def machine() -> dict:
+    """What the numbers depend on, including how busy the machine was (other jobs share these cores)."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+        "niceness": os.nice(0),
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+def best_seconds(run, repeats: int) -> float:
+    """The fastest of `repeats` timed calls of `run()`: the least disturbed by other work on the machine."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def copy_bandwidth(megabytes: int = 512, repeats: int = 8) -> float:
     """Best observed copy bandwidth in bytes/s, counting the bytes read and the bytes written."""
     source = torch.ones(megabytes * 2**20 // 4)
     target = torch.empty_like(source)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        target.copy_(source)
-        best = min(best, time.perf_counter() - start)
-    return 2 * source.numel() * source.element_size() / best
+    return 2 * source.numel() * source.element_size() / best_seconds(lambda: target.copy_(source), repeats)
 
 
 def read_bandwidth(megabytes: int = 512, repeats: int = 8) -> float:
     """Best observed read-only bandwidth in bytes/s (a reduction over a large buffer): what a weight-streaming
     GEMV can hope for, since it reads and hardly writes."""
     source = torch.ones(megabytes * 2**20 // 4)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        source.sum()
-        best = min(best, time.perf_counter() - start)
-    return source.numel() * source.element_size() / best
+    return source.numel() * source.element_size() / best_seconds(source.sum, repeats)
 
 
 def weight_bytes_per_step(model: VallEForConditionalCodecGeneration) -> int:
@@ -110,14 +124,13 @@ def time_full_forward(model, input_ids, prompt_first_codebook, audio_length: int
     )
     phoneme_mask = torch.ones_like(input_ids, dtype=torch.bool)
     audio_mask = torch.ones_like(audio, dtype=torch.bool)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    def step():
         phonemes = model._embed_phonemes("ar", input_ids, phoneme_mask, None)
         hidden = model._ar_forward(phonemes, phoneme_mask, audio, audio_mask)
         model._ar_logits(hidden[:, -1])
-        best = min(best, time.perf_counter() - start)
-    return best
+
+    return best_seconds(step, repeats)
 
 
 def benchmark(config_name: str, dtype_name: str, args) -> dict:
@@ -195,18 +208,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    results = {
-        "benchmark": "ar_decoding_batch1",
-        "load_average_at_start": os.getloadavg(),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "device": "cpu",
-        },
-        "runs": [],
-    }
+    results = {"benchmark": "ar_decoding_batch1", "machine": machine(), "runs": []}
     for dtype_name in args.dtypes:
         run = benchmark(args.config, dtype_name, args)
         results["runs"].append(run)

@@ -16,11 +16,10 @@ Writes `benchmarks/results/nar.json` (or --out).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from _common import add_common_arguments, build_model, decoder_matmul_flops, gemm_rate, machine, write
+from _common import add_common_arguments, best_seconds, build_model, decoder_matmul_flops, gemm_rate, machine, write
 from ar_decoding import make_inputs
 
 
@@ -37,12 +36,12 @@ def time_nar(model, input_ids, prompt, first_codebook, repeats: int) -> float:
     phoneme_mask = torch.ones_like(input_ids, dtype=torch.bool)
     prompt_mask = torch.ones(prompt.shape[:2], dtype=torch.bool)
     lengths = torch.full((input_ids.shape[0],), first_codebook.shape[1])
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model._generate_other_codebooks(input_ids, phoneme_mask, None, prompt, prompt_mask, first_codebook, lengths)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds(
+        lambda: model._generate_other_codebooks(
+            input_ids, phoneme_mask, None, prompt, prompt_mask, first_codebook, lengths
+        ),
+        repeats,
+    )
 
 
 def profile_one_pass(model, input_ids, prompt, first_codebook, top: int = 8) -> list[dict]:
