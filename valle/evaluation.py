@@ -42,6 +42,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .metrics import cosine, edit_distance  # noqa: F401  (part of this module's API)
+
 DEFAULT_DATASET = "openslr/librispeech_asr"
 DEFAULT_DATASET_CONFIG = "clean"
 DEFAULT_SPLIT = "test"
@@ -91,16 +93,6 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"[^\w\s']|_", " ", text)
     text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
     return " ".join(text.split())
-
-
-def edit_distance(reference, hypothesis) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions) between two sequences."""
-    row = list(range(len(hypothesis) + 1))
-    for i, wanted in enumerate(reference, start=1):
-        diagonal, row[0] = row[0], i
-        for j, got in enumerate(hypothesis, start=1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (wanted != got))
-    return row[-1]
 
 
 def error_counts(reference: str, hypothesis: str) -> dict:
@@ -368,11 +360,6 @@ class XVectorSpeakerJudge:
         with torch.no_grad():
             embedding = self.model(inputs.input_values.to(self.device)).embeddings[0]
         return embedding.float().cpu().numpy()
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

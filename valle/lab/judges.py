@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from ..metrics import cosine, edit_distance  # noqa: F401  (edit_distance: part of this module's API)
 from .sentences import normalize_transcript
 
 RECOGNIZER_SAMPLING_RATE = 16_000
@@ -75,9 +76,7 @@ class SpeakerSimilarityJudge:
             prepared = self._normalize_volume(resampled, -30, increase_only=True)
         return self.encoder.embed_utterance(prepared)
 
-    @staticmethod
-    def cosine(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+    cosine = staticmethod(cosine)
 
     def similarity(self, a: np.ndarray, b: np.ndarray, sampling_rate: int) -> float:
         return self.cosine(self.embed(a, sampling_rate), self.embed(b, sampling_rate))
@@ -86,17 +85,6 @@ class SpeakerSimilarityJudge:
 # ----------------------------------------------------------------------------------------
 # Intelligibility: error rates
 # ----------------------------------------------------------------------------------------
-def edit_distance(reference, hypothesis) -> int:
-    """Levenshtein distance between two sequences (characters or words)."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref_item in enumerate(reference, start=1):
-        current = [i] + [0] * len(hypothesis)
-        for j, hyp_item in enumerate(hypothesis, start=1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_item != hyp_item))
-        previous = current
-    return previous[-1]
-
-
 def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float]:
     """Corpus-level CER and WER (edits summed over utterances / reference length summed)."""
     if len(references) != len(hypotheses):
