@@ -132,17 +132,28 @@ class VallEConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     # ----------------------------------------------------------------------------------------------
-    # Derived values: the NAR's sizes and the AR's special audio ids.
+    # Derived values: each decoder's sizes and the AR's special audio ids.
+
+    @property
+    def ar_sizes(self) -> dict:
+        """The AR decoder's sizes."""
+        return {
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+        }
 
     @property
     def nar_sizes(self) -> dict:
         """The NAR decoder's sizes, with `None` overrides resolved to the AR's values."""
-        return {
-            "hidden_size": self.nar_hidden_size or self.hidden_size,
-            "num_hidden_layers": self.nar_num_hidden_layers or self.num_hidden_layers,
-            "num_attention_heads": self.nar_num_attention_heads or self.num_attention_heads,
-            "intermediate_size": self.nar_intermediate_size or self.intermediate_size,
+        overrides = {
+            "hidden_size": self.nar_hidden_size,
+            "num_hidden_layers": self.nar_num_hidden_layers,
+            "num_attention_heads": self.nar_num_attention_heads,
+            "intermediate_size": self.nar_intermediate_size,
         }
+        return {name: overrides[name] or value for name, value in self.ar_sizes.items()}
 
     @property
     def audio_eos_token_id(self) -> int:

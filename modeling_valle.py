@@ -441,7 +441,7 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         self.ar_language_embedding = nn.Embedding(config.num_languages, hidden) if config.num_languages else None
         self.ar_phoneme_position = VallESinusoidalPositions(hidden, config.dropout, config.ar_learned_position_scale)
         self.ar_audio_position = VallESinusoidalPositions(hidden, config.dropout, config.ar_learned_position_scale)
-        self.ar_decoder = VallEDecoder(config, self._ar_sizes(config), adaptive=False)
+        self.ar_decoder = VallEDecoder(config, config.ar_sizes, adaptive=False)
         self.ar_lm_head = None if config.tie_ar_lm_head else nn.Linear(hidden, config.codebook_size + 1, bias=False)
 
         # --- NAR: phonemes + prompt (all codebooks) + codebooks < i of the target -> codebook i
@@ -471,15 +471,6 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
 
         self.post_init()
         self._set_generation_defaults()
-
-    @staticmethod
-    def _ar_sizes(config: VallEConfig) -> dict:
-        return {
-            "hidden_size": config.hidden_size,
-            "num_hidden_layers": config.num_hidden_layers,
-            "num_attention_heads": config.num_attention_heads,
-            "intermediate_size": config.intermediate_size,
-        }
 
     def _set_generation_defaults(self):
         """Sampling defaults of VALL-E (the AR samples; the paper saw beam search loop forever)."""
