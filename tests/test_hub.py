@@ -27,23 +27,17 @@ from hub_cards import (
     is_unedited_generated_card,
     write_model_card,
 )
+from tests.utils import tiny_valle_config
 from valle.cli import main as valle_main
 from valle.hub import CODE_FILES, HubUploadError, collect_upload_files, plan_upload, push_folder
 
 
 def tiny_config(**overrides) -> VallEConfig:
-    values = dict(
-        vocab_size=37,
-        hidden_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=6,
-        intermediate_size=96,
-        nar_num_hidden_layers=2,
-        num_codebooks=4,
-        codebook_size=24,
-    )
+    """Sizes distinct from each other (and a NAR depth of its own) so the card's architecture table is checkable."""
+    values = dict(vocab_size=37, hidden_size=48, num_hidden_layers=3, num_attention_heads=6, intermediate_size=96,
+                  nar_num_hidden_layers=2, codebook_size=24)
     values.update(overrides)
-    return VallEConfig(**values)
+    return tiny_valle_config(**values)
 
 
 def librispeech_results():
