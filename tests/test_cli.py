@@ -42,7 +42,11 @@ def test_synthesize_vall_e_mode_and_batch(tmp_path, bundle, capsys):
     for index in range(2):
         audio, rate = sf.read(tmp_path / f"out_{index:03d}.wav")
         assert rate == 24000 and len(audio) > 0
-    assert capsys.readouterr().out.count("wrote") == 2
+    printed = capsys.readouterr().out
+    for index in range(2):
+        assert f"out_{index:03d}.wav  " in printed  # each WAV, then its spectrogram (prompt above, output below)
+        assert f"wrote {tmp_path / f'out_{index:03d}.png'} (spectrogram: prompt above, output below)" in printed
+    assert "voice prompt: " in printed and "A prompt." in printed
 
 
 def test_synthesize_continual_and_errors(tmp_path, bundle, capsys):
@@ -56,6 +60,9 @@ def test_synthesize_continual_and_errors(tmp_path, bundle, capsys):
         "--prompt-audio", str(prompt), "--out", str(out), "--max-seconds", "0.2", "--greedy",
     ]) == 0
     assert sf.read(out)[0].size > 0
+    from .test_spectrogram import read_png
+
+    assert read_png(out.with_suffix(".png").read_bytes()).shape[1] == 300  # the 3 s the model heard, at 100 px/s
     assert main(["synthesize", "--model", str(bundle), "--text", "x y", "--continual", "--prompt-audio", str(prompt),
                  "--prompt-text", "x"]) == 2
     assert "whole transcript" in capsys.readouterr().err

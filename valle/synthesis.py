@@ -7,9 +7,10 @@ initialised model built on the spot).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -18,6 +19,7 @@ class SynthesisResult:
     paths: list[str]
     seconds: list[float]
     reached_cap: list[bool]
+    spectrogram_paths: list[str] = field(default_factory=list)  # one PNG per WAV when asked for, else empty
 
 
 def load_model_and_processor(model_name_or_path: str, device: str | None = None, dtype: str = "float32"):
@@ -64,6 +66,7 @@ def synthesize(
     language: str | None = None,
     seed: int | None = None,
     batch_size: int = 8,
+    spectrogram_paths: list[str] | None = None,
     **generation_kwargs,
 ) -> SynthesisResult:
     """Says each text in the prompt's voice and writes one WAV per text.
@@ -72,11 +75,16 @@ def synthesize(
     each text is the WHOLE transcript of the prompt recording, of which the first `prompt_seconds` (default 3)
     are given; the model continues the utterance. `sampling_rate` is the rate of an array/tensor prompt
     (files carry their own).
+
+    `spectrogram_paths` (one per text): also write a PNG of the log-mel spectrograms there, the prompt as the model
+    heard it (cropped, at the codec's rate) above the output (see `valle.spectrogram.write_spectrogram_png`).
     """
     if len(texts) != len(out_paths):
         raise ValueError(f"got {len(texts)} texts but {len(out_paths)} output paths; give one path per text.")
     if not texts:
         raise ValueError("nothing to synthesise: give at least one text.")
+    if spectrogram_paths is not None and len(spectrogram_paths) != len(texts):
+        raise ValueError(f"got {len(texts)} texts but {len(spectrogram_paths)} spectrogram paths; give one per text.")
     if continual and prompt_audio is None:
         raise ValueError("VALL-E-continual continues a recording: pass --prompt-audio (the utterance to continue).")
     if continual and prompt_text is not None:
@@ -92,6 +100,11 @@ def synthesize(
     if prompt_audio is not None and (continual or prompt_seconds is not None):
         prompt_audio = crop_prompt(prompt_audio, prompt_seconds or 3.0, processor, sampling_rate)
         sampling_rate = processor.sampling_rate  # the crop is resampled to the codec's rate
+    shown_prompt = None  # the prompt panel of the spectrograms
+    if spectrogram_paths is not None and prompt_audio is not None:
+        from processing_valle import load_audio
+
+        shown_prompt = load_audio(prompt_audio, sampling_rate, processor.sampling_rate, name="prompt_audio")
     if seed is not None:
         torch.manual_seed(seed)
 
@@ -112,7 +125,25 @@ def synthesize(
         for path in chunk_paths:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         processor.save_audio(waveforms, chunk_paths)
+        if spectrogram_paths is not None:
+            from valle.spectrogram import write_spectrogram_png
+
+            for waveform, png in zip(waveforms, spectrogram_paths[start : start + batch_size]):
+                samples = _as_numpy(waveform)
+                if samples.size == 0:  # no frame was generated: an empty (dark) panel rather than an error
+                    samples = np.zeros(1, dtype=np.float32)
+                panels = [] if shown_prompt is None else [(shown_prompt, processor.sampling_rate)]
+                write_spectrogram_png(png, panels + [(samples, processor.sampling_rate)])
         paths += chunk_paths
         durations += [len(w) / processor.sampling_rate for w in waveforms]
         capped += (~output.finished_with_eos).tolist()
-    return SynthesisResult(paths=paths, seconds=durations, reached_cap=capped)
+    return SynthesisResult(
+        paths=paths, seconds=durations, reached_cap=capped,
+        spectrogram_paths=[str(Path(p)) for p in spectrogram_paths] if spectrogram_paths is not None else [],
+    )
+
+
+def _as_numpy(waveform) -> np.ndarray:
+    if isinstance(waveform, torch.Tensor):
+        return waveform.detach().cpu().float().numpy()
+    return np.asarray(waveform, dtype=np.float32)

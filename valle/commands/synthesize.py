@@ -1,9 +1,13 @@
-"""`valle synthesize`: text (+ a voice prompt) -> WAV, with any VALL-E folder or Hub id."""
+"""`valle synthesize`: text (+ a voice prompt) -> WAV (+ a spectrogram PNG), with the built-in model or any VALL-E
+folder or Hub id; a model folder's `prompts/` supplies the default voice."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 NAME = "synthesize"
-HELP = "Say a text in the voice of a ~3 s prompt and write a WAV file."
+HELP = "Say a text in a built-in voice or that of a ~3 s recording; write a WAV file and its spectrogram (PNG)."
 
 
 def add_sampling_arguments(parser):
@@ -34,11 +38,21 @@ def generation_kwargs(args, frame_rate: float) -> dict:
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", required=True, help="a folder written by save_pretrained, or a Hub model id")
-    source = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument(
+        "--model", default=None,
+        help="a folder written by save_pretrained, or a Hub model id (default: the built-in model, "
+        "valle/assets/lab-valle)",
+    )
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--text", help="what to say")
     source.add_argument("--text-file", help="a text file: one utterance per non-empty line (batch synthesis)")
-    parser.add_argument("--prompt-audio", help="a recording of the voice to clone (about 3 s is best)")
+    parser.add_argument(
+        "--prompt-audio",
+        help="a recording of the voice to clone (about 3 s is best); default: the model folder's first voice "
+        "in prompts/, if it has one",
+    )
+    parser.add_argument("--voice", help="a voice of the model folder's prompts/ by name, instead of --prompt-audio")
+    parser.add_argument("--list-voices", action="store_true", help="print the model folder's voices and exit")
     parser.add_argument("--prompt-text", help="what the prompt recording says (VALL-E mode)")
     parser.add_argument(
         "--continual", action="store_true",
@@ -50,6 +64,10 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--no-spectrogram", action="store_true",
+        help="do not write the spectrogram PNG (out.png beside out.wav: the prompt above, the output below)",
+    )
     add_sampling_arguments(parser)
 
 
@@ -74,20 +92,103 @@ def read_texts(args) -> list[str]:
     return texts
 
 
+def spectrogram_path(wav_path: str) -> str:
+    """`out.wav` -> `out.png` (and `out` -> `out.png`; a WAV path that already ends in .png gets `.png` added)."""
+    png = Path(wav_path).with_suffix(".png")
+    return str(png) if png != Path(wav_path) else f"{wav_path}.png"
+
+
+def resolve_model(args) -> tuple[str, Path | None]:
+    """(what to load, the local folder or None for a Hub id); the built-in model when --model is not given."""
+    from valle.builtin import builtin_model_dir
+
+    if args.model is None:
+        folder = builtin_model_dir()
+        return str(folder), folder
+    return args.model, Path(args.model) if os.path.isdir(args.model) else None
+
+
+def list_voices(folder: Path | None, model: str) -> int:
+    from valle.builtin import builtin_prompts
+
+    if folder is None:
+        raise ValueError(f"--list-voices reads the prompts/ folder of a local model folder; {model!r} is not one.")
+    prompts = builtin_prompts(folder)
+    if not prompts:
+        print(f"{folder} has no voices (no prompts/ folder with <name>.wav and <name>.txt pairs); "
+              "give a recording with --prompt-audio and --prompt-text.")
+        return 0
+    print(f"voices of {folder} (the first is the default):")
+    width = max(len(prompt.name) for prompt in prompts)
+    for prompt in prompts:
+        print(f"  {prompt.name:<{width}}  \"{prompt.text}\"")
+    return 0
+
+
+def choose_prompt(args, folder: Path | None):
+    """The model folder's voice to use (--voice, else its default) when no --prompt-audio is given, else None."""
+    from valle.builtin import default_prompt, find_prompt
+
+    if args.prompt_audio is not None:
+        if args.voice is not None:
+            raise ValueError("--voice and --prompt-audio both choose the voice; give one of them.")
+        return None
+    if args.continual:
+        raise ValueError(
+            "--continual needs --prompt-audio: it continues a recording of yours, and --text is that recording's "
+            "whole transcript. Without --continual, the model folder's voice (if it has one) says --text."
+        )
+    if args.voice is not None:
+        if folder is None:
+            raise ValueError(f"--voice picks a voice from a local model folder's prompts/; {args.model!r} is not one.")
+        prompt = find_prompt(args.voice, folder)
+    else:
+        prompt = None if folder is None else default_prompt(folder)
+    if prompt is not None and args.prompt_seconds is not None:
+        raise ValueError(
+            "--prompt-seconds cuts --prompt-audio; the model folder's voices are used whole with their transcripts."
+        )
+    return prompt
+
+
 def run(args) -> int:
+    model_name, folder = resolve_model(args)
+    if args.list_voices:
+        return list_voices(folder, model_name)
+
     from valle.synthesis import load_model_and_processor, synthesize
 
+    if args.text is None and args.text_file is None:
+        raise ValueError("give what to say: --text TEXT or --text-file FILE (or --list-voices to see the voices).")
     if args.prompt_text and not args.prompt_audio:
         raise SystemExit("--prompt-text needs --prompt-audio (the recording it transcribes).")
+    voice = choose_prompt(args, folder)
     texts = read_texts(args)
-    model, processor = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
+    prompt_audio, prompt_text = args.prompt_audio, args.prompt_text
+    print(f"model: {model_name}" + ("  (built-in)" if args.model is None else ""))
+    if voice is not None:
+        prompt_audio, prompt_text = str(voice.audio_path), voice.text
+        print(f"voice: {voice.name}  (prompt {voice.audio_path}: \"{voice.text}\")")
+    elif prompt_audio is not None:
+        used = ""
+        if args.continual or args.prompt_seconds is not None:
+            used = f"  (its first {args.prompt_seconds or 3.0:g} s" + (", VALL-E-continual)" if args.continual else ")")
+        print(f"voice prompt: {prompt_audio}{used}" + (f': "{prompt_text}"' if prompt_text else ""))
+    else:
+        print("voice prompt: none (give --prompt-audio and --prompt-text to clone a voice)")
+    model, processor = load_model_and_processor(model_name, device=args.device, dtype=args.dtype)
+    wav_paths = output_paths(args.out, len(texts))
     result = synthesize(
-        model, processor, texts, output_paths(args.out, len(texts)),
-        prompt_audio=args.prompt_audio, prompt_text=args.prompt_text, continual=args.continual,
+        model, processor, texts, wav_paths,
+        prompt_audio=prompt_audio, prompt_text=prompt_text, continual=args.continual,
         prompt_seconds=args.prompt_seconds, language=args.language, seed=args.seed, batch_size=args.batch_size,
+        spectrogram_paths=None if args.no_spectrogram else [spectrogram_path(path) for path in wav_paths],
         **generation_kwargs(args, processor.frame_rate),
     )
-    for path, seconds, capped in zip(result.paths, result.seconds, result.reached_cap):
+    layout = "prompt above, output below" if prompt_audio is not None else "output only, no prompt"
+    for index, (path, seconds, capped) in enumerate(zip(result.paths, result.seconds, result.reached_cap)):
         note = "  (stopped by the length cap, no end-of-speech)" if capped else ""
         print(f"wrote {path}  {seconds:.2f} s{note}")
+        if result.spectrogram_paths:
+            print(f"wrote {result.spectrogram_paths[index]} (spectrogram: {layout})")
     return 0
