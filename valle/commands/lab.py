@@ -10,14 +10,16 @@ import time
 NAME = "lab"
 HELP = "Offline speech lab: build the espeak corpus, train the small EnCodec and the CTC judge, report."
 
-STEPS = ("corpus", "codec", "judge", "report", "publish", "all")
+STEPS = ("corpus", "codec", "decoder", "judge", "report", "publish", "tts", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "step", choices=STEPS,
-        help="corpus: synthesise the dataset; codec: train the EnCodec; judge: train the CTC recogniser; "
+        help="corpus: synthesise the dataset; codec: train the EnCodec; decoder: go on training the codec's decoder "
+             "alone (codes unchanged, better audio; DIR/codec_decoder); judge: train the CTC recogniser; "
              "report: measure judges and codec round trip; publish: fp16 copies of codec and judge to --to; "
+             "tts: prepare the corpus with the lab codec and train the lab VALL-E (DIR/tts/model); "
              "all: corpus, codec, judge, report in order (rebuilds the lab).",
     )
     parser.add_argument("--dir", default="runs/lab",
@@ -33,9 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (codec and judge)")
     group.add_argument("--codec-steps", type=int, default=200_000, help="stop the codec after this many steps")
     group.add_argument("--codec-minutes", type=float, default=None, help="stop the codec after this many minutes")
+    group.add_argument("--decoder-steps", type=int, default=200_000, help="stop the decoder-only stage after this many steps")
+    group.add_argument("--decoder-minutes", type=float, default=None, help="stop the decoder-only stage after this many minutes")
     group.add_argument("--judge-steps", type=int, default=100_000, help="stop the recogniser after this many steps")
     group.add_argument("--judge-minutes", type=float, default=None, help="stop the recogniser after this many minutes")
     group.add_argument("--threads", type=int, default=1, help="torch threads for training (default: 1)")
+    group.add_argument("--ar-steps", type=int, default=None, help="training steps of the lab VALL-E's AR decoder "
+                       "(default: valle.lab.tts.RECIPE)")
+    group.add_argument("--nar-steps", type=int, default=None, help="training steps of its NAR decoder")
     group = parser.add_argument_group("report")
     group.add_argument("--per-speaker", type=int, default=3, help="test utterances per held-out speaker")
     group.add_argument("--codec", default=None, help="codec folder to report on (default: DIR/codec/model)")
@@ -45,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _paths(args):
-    return {name: os.path.join(args.dir, name) for name in ("corpus", "codec", "judge", "report")}
+    return {name: os.path.join(args.dir, name) for name in ("corpus", "codec", "codec_decoder", "judge", "report")}
+
 
 
 def run(args) -> int:
@@ -53,7 +61,7 @@ def run(args) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     paths = _paths(args)
-    steps = ["corpus", "codec", "judge", "report"] if args.step == "all" else [args.step]
+    steps = ["corpus", "codec", "decoder", "judge", "report", "tts"] if args.step == "all" else [args.step]
     started = time.time()
     for step in steps:
         if step == "corpus":
@@ -75,6 +83,13 @@ def run(args) -> int:
             train_codec(paths["corpus"], paths["codec"], max_steps=args.codec_steps, max_minutes=args.codec_minutes,
                         seed=args.seed)
             print(f"codec: {os.path.join(paths['codec'], 'model')} (checkpoint: {paths['codec']}/checkpoint.pt)")
+        elif step == "decoder":
+            from valle.lab.codec import train_codec
+
+            train_codec(paths["corpus"], paths["codec_decoder"], max_steps=args.decoder_steps,
+                        max_minutes=args.decoder_minutes, seed=args.seed,
+                        decoder_only_from=os.path.join(paths["codec"], "checkpoint.pt"))
+            print(f"decoder: {os.path.join(paths['codec_decoder'], 'model')}")
         elif step == "judge":
             from valle.lab.judges import train_recognizer
 
@@ -84,7 +99,9 @@ def run(args) -> int:
         elif step == "report":
             from valle.lab.report import build_report, markdown_table
 
-            codec_dir = args.codec or os.path.join(paths["codec"], "model")
+            from valle.lab.artifacts import trained_codec_dir
+
+            codec_dir = args.codec or trained_codec_dir(args.dir)
             judge_dir = args.judge or os.path.join(paths["judge"], "model")
             for needed in (codec_dir, judge_dir):
                 if not os.path.isfile(os.path.join(needed, "config.json")):
@@ -95,6 +112,11 @@ def run(args) -> int:
                                   per_speaker=args.per_speaker, seed=args.seed)
             print(markdown_table(report))
             print(f"report: {os.path.join(paths['report'], 'report.json')} and wavs in {paths['report']}/wavs")
+        elif step == "tts":
+            from valle.lab.tts import run_recipe
+
+            steps = {mode: value for mode, value in (("ar", args.ar_steps), ("nar", args.nar_steps)) if value}
+            run_recipe(args.dir, seed=args.seed, steps=steps, num_proc=max(1, args.workers))
         elif step == "publish":
             from valle.lab.artifacts import publish
 

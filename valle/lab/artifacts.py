@@ -27,6 +27,15 @@ def save_fp16(model, folder: str) -> int:
     return os.path.getsize(os.path.join(folder, "model.safetensors"))
 
 
+def trained_codec_dir(lab_dir: str) -> str:
+    """The lab codec to use: the decoder-only stage's (`codec_decoder/`: same codes, better audio) when it ran,
+    else the codec's."""
+    finetuned = os.path.join(lab_dir, "codec_decoder")
+    if os.path.isfile(os.path.join(finetuned, "model", "config.json")):
+        return os.path.join(finetuned, "model")
+    return os.path.join(lab_dir, "codec", "model")
+
+
 def publish(lab_dir: str, destination: str) -> dict:
     """Copy the trained codec (scale-free export) and judge from `lab_dir` to `destination` as fp16 folders."""
     import torch
@@ -34,7 +43,7 @@ def publish(lab_dir: str, destination: str) -> dict:
 
     from .codec import export_for_processor
 
-    codec_dir = os.path.join(lab_dir, "codec")
+    codec_dir = os.path.dirname(trained_codec_dir(lab_dir))
     judge_dir = os.path.join(lab_dir, "judge", "model")
     for needed in (os.path.join(codec_dir, "model"), judge_dir):
         if not os.path.isfile(os.path.join(needed, "config.json")):
@@ -52,7 +61,8 @@ def publish(lab_dir: str, destination: str) -> dict:
     }
     processor.save_pretrained(os.path.join(destination, "judge"))
     steps = {}
-    for name, checkpoint in (("codec", os.path.join(codec_dir, "checkpoint.pt")),
+    for name, checkpoint in (("codec", os.path.join(lab_dir, "codec", "checkpoint.pt")),
+                             ("codec_decoder", os.path.join(lab_dir, "codec_decoder", "checkpoint.pt")),
                              ("judge", os.path.join(lab_dir, "judge", "checkpoint.pt"))):
         if os.path.isfile(checkpoint):
             steps[name] = int(torch.load(checkpoint, map_location="cpu", weights_only=False)["step"])

@@ -339,6 +339,7 @@ def train_codec(
     seed: int = 0,
     max_minutes: float | None = None,
     train_limit: int | None = None,
+    decoder_only_from: str | None = None,
     log=print,
 ):
     """Train (or resume training of) the small EnCodec; writes `output_dir/{checkpoint.pt, model/, for_processor/}`.
@@ -356,7 +357,16 @@ def train_codec(
     checkpoint_path = os.path.join(output_dir, "checkpoint.pt")
     torch.manual_seed(seed)
     model = EncodecModel(small_encodec_config())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.8, 0.99), weight_decay=0.0)
+    if decoder_only_from is not None:
+        if not os.path.isfile(decoder_only_from):
+            raise FileNotFoundError(f"train_codec: decoder_only_from={decoder_only_from!r} is not a codec "
+                                    "checkpoint.pt; train the codec first (`valle lab codec`).")
+        model.load_state_dict(torch.load(decoder_only_from, map_location="cpu", weights_only=False)["model"])
+        for module in (model.encoder, model.quantizer):
+            module.requires_grad_(False)
+        warmup_steps = 0
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=learning_rate, betas=(0.8, 0.99), weight_decay=0.0)
     step = 0
     seconds_trained = 0.0
     if os.path.exists(checkpoint_path):
@@ -366,6 +376,8 @@ def train_codec(
         step = state["step"]
         seconds_trained = state.get("seconds_trained", 0.0)
         log(f"resumed from {checkpoint_path} at step {step}")
+    elif decoder_only_from is not None:
+        log(f"training the decoder of {decoder_only_from} (encoder and codebooks frozen)")
     # The first convolution has no bias, so with the group norm after it the encoder is
     # blind to the input level: codes are the same whether or not the input is normalised,
     # which lets `export_for_processor` drop the normalisation (see there).
@@ -374,8 +386,11 @@ def train_codec(
         first_conv.bias.zero_()
     first_conv.bias.requires_grad_(False)
     vq = ResidualVQTrainer(model)
-    if step == 0:
+    if step == 0 and decoder_only_from is None:
         vq.mark_uninitialized()
+    if decoder_only_from is not None and not vq.initialized:
+        raise ValueError(f"train_codec: {decoder_only_from} stopped before its codebooks were initialised (during "
+                         "warm-up); train the codec further before training its decoder alone.")
     mel_loss = MultiResolutionMelLoss()
     utterances = load_utterances(corpus_path, "train", limit=train_limit)
     sampler = CropSampler(utterances, crop_samples, seed=seed * 1_000_003 + step)
@@ -407,7 +422,8 @@ def train_codec(
             break
         target = sampler.batch(batch_size)
         normalized, scale = normalize_input(target)
-        embeddings = model.encoder(normalized)
+        with torch.set_grad_enabled(decoder_only_from is None):
+            embeddings = model.encoder(normalized)
         if step < warmup_steps:
             quantized, commitment = embeddings, embeddings.new_zeros(())
         else:
@@ -420,7 +436,8 @@ def train_codec(
                     ])
                     vq.initialize(init_embeddings, generator=torch.Generator().manual_seed(seed))
                 log(f"step {step}: codebooks initialised by k-means")
-            quantized, commitment, _ = vq.quantize(embeddings, choice_rng.choice(quantizer_choices))
+            quantized, commitment, _ = vq.quantize(embeddings, choice_rng.choice(quantizer_choices),
+                                                   update=decoder_only_from is None)
         reconstruction = model.decoder(quantized)[..., :crop_samples] * scale
         wave_term = F.l1_loss(reconstruction, target)
         mel_term = mel_loss(reconstruction, target)
@@ -429,7 +446,7 @@ def train_codec(
             raise FloatingPointError(f"train_codec: loss is {loss.item()} at step {step}; lower the learning rate.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         step += 1
         for key, value in (("loss", loss.detach()), ("wave", wave_term), ("mel", mel_term), ("commit", commitment)):
@@ -441,7 +458,7 @@ def train_codec(
             line = {"step": step, **{k: round(v / n, 4) for k, v in window.items()}}
             line["minutes"] = round((now - started) / 60, 1)
             line["audio_seconds_per_second"] = round(batch_size * crop_samples / SAMPLING_RATE * n / (now - last_log), 2)
-            if vq.initialized and step > warmup_steps:
+            if vq.initialized and step > warmup_steps and decoder_only_from is None:
                 line["codes_in_use"] = vq.codes_in_use()
             log(json.dumps(line))
             window = {"loss": 0.0, "wave": 0.0, "mel": 0.0, "commit": 0.0, "n": 0}

@@ -1,0 +1,128 @@
+"""The lab VALL-E recipe: decoder-only codec stage, decoder merge, prompt choice and the built-in bundle."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from tests.test_lab import TINY
+from tests.utils import tiny_valle_config
+from valle.lab.codec import ResidualVQTrainer, small_encodec_config, train_codec
+from valle.lab.corpus import build_corpus
+
+
+@pytest.fixture(scope="module")
+def tiny_lab(tmp_path_factory):
+    lab = tmp_path_factory.mktemp("lab")
+    build_corpus(TINY, str(lab / "corpus"), progress=False)
+    return lab
+
+
+def test_decoder_only_stage_keeps_every_code(tiny_lab, tmp_path):
+    from transformers import EncodecModel
+
+    torch.manual_seed(0)
+    codec = EncodecModel(small_encodec_config())
+    with torch.no_grad():  # codebooks as if k-means had run (k-means itself is tested in test_lab)
+        for layer in ResidualVQTrainer(codec).layers:
+            layer.embed.copy_(torch.randn_like(layer.embed))
+            layer.embed_avg.copy_(layer.embed)
+            layer.cluster_size.fill_(1.0)
+        codec.encoder.layers[0].conv.bias.zero_()  # as train_codec keeps it
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"model": codec.state_dict(), "step": 300}, checkpoint)
+    before = {name: value.clone() for name, value in codec.state_dict().items()}
+
+    trained = train_codec(str(tiny_lab / "corpus"), str(tmp_path / "decoder"), max_steps=2, batch_size=2,
+                          checkpoint_every=1000, log=lambda line: None, decoder_only_from=str(checkpoint))
+    after = trained.state_dict()
+    frozen = [name for name in before if name.startswith(("encoder.", "quantizer."))]
+    assert frozen and all(torch.equal(before[name], after[name]) for name in frozen)
+    assert any(not torch.equal(before[name], after[name]) for name in before if name.startswith("decoder."))
+    audio = torch.randn(1, 1, 24000) * 0.1
+    with torch.no_grad():
+        assert torch.equal(codec.eval().encode(audio, bandwidth=6.0).audio_codes,
+                           trained.eval().encode(audio, bandwidth=6.0).audio_codes)
+    assert os.path.isfile(tmp_path / "decoder" / "model" / "config.json")
+
+    fresh = EncodecModel(small_encodec_config())
+    torch.save({"model": fresh.state_dict(), "step": 10}, tmp_path / "early.pt")
+    with pytest.raises(ValueError, match="before its codebooks were initialised"):
+        train_codec(str(tiny_lab / "corpus"), str(tmp_path / "early"), max_steps=1,
+                    decoder_only_from=str(tmp_path / "early.pt"), log=lambda line: None)
+    with pytest.raises(FileNotFoundError, match="valle lab codec"):
+        train_codec(str(tiny_lab / "corpus"), str(tmp_path / "missing"), max_steps=1,
+                    decoder_only_from=str(tmp_path / "none.pt"), log=lambda line: None)
+
+
+def test_merge_decoders_takes_each_decoder_from_its_run(tmp_path):
+    from modeling_valle import VallEForConditionalCodecGeneration
+    from valle.lab.tts import merge_decoders
+
+    config = tiny_valle_config()
+    torch.manual_seed(0)
+    VallEForConditionalCodecGeneration(config).save_pretrained(tmp_path / "ar")
+    torch.manual_seed(1)
+    VallEForConditionalCodecGeneration(config).save_pretrained(tmp_path / "nar")
+    merged = merge_decoders(str(tmp_path / "ar"), str(tmp_path / "nar")).state_dict()
+    ar = VallEForConditionalCodecGeneration.from_pretrained(tmp_path / "ar").state_dict()
+    nar = VallEForConditionalCodecGeneration.from_pretrained(tmp_path / "nar").state_dict()
+    assert set(merged) == set(ar)
+    for name, value in merged.items():
+        assert torch.equal(value, nar[name] if name.startswith("nar_") else ar[name]), name
+    assert any(name.startswith("nar_") for name in merged) and any(name.startswith("ar_") for name in merged)
+
+    config.hidden_size = config.hidden_size * 2
+    config.intermediate_size = config.intermediate_size * 2
+    VallEForConditionalCodecGeneration(config).save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="different configs"):
+        merge_decoders(str(tmp_path / "ar"), str(tmp_path / "other"))
+
+
+def test_train_command_runs_valle_train_with_one_decoder(tmp_path):
+    from valle.lab.tts import RECIPE, has_checkpoint, train_command
+
+    command = train_command("nar", "data", "config.json", "processor", str(tmp_path / "nar"), seed=3,
+                            steps=10, resume=False)
+    assert command[1:4] == ["-m", "valle", "train"]
+    assert command[command.index("--mode") + 1] == "nar" and "--resume" not in command
+    assert command[command.index("--max_steps") + 1] == "10"
+    assert command[command.index("--max-tokens") + 1] == str(RECIPE["max_tokens"])
+    assert command.index("data") < command.index("--") < command.index("--output_dir")
+    assert not has_checkpoint(str(tmp_path / "nar"))
+    os.makedirs(tmp_path / "nar" / "checkpoint-5")
+    assert has_checkpoint(str(tmp_path / "nar"))
+    assert "--resume" in train_command("ar", "d", "c", "p", str(tmp_path / "nar"), seed=0, steps=1, resume=True)
+
+
+def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
+    from modeling_valle import VallEForConditionalCodecGeneration
+    from processing_valle import VallEProcessor
+    from valle.lab.tts import build_bundle, pick_prompts
+    from valle.smoke import build_random_bundle
+
+    with pytest.raises(FileNotFoundError, match="valle lab tts"):
+        build_bundle(str(tiny_lab), str(tmp_path / "bundle"))
+    build_random_bundle(tiny_lab / "tts" / "model")
+    chosen = pick_prompts(str(tiny_lab / "corpus"), count=1, min_seconds=0.1, max_seconds=60)
+    assert len(chosen) == 1 and chosen[0]["id"].startswith("test/")
+    with pytest.raises(ValueError, match="only 1 held-out speakers"):
+        pick_prompts(str(tiny_lab / "corpus"), count=2, min_seconds=0.1, max_seconds=60)
+
+    summary = build_bundle(str(tiny_lab), str(tmp_path / "bundle"), training={"steps": 7}, prompts=1)
+    bundle = tmp_path / "bundle"
+    assert summary["training"] == {"steps": 7}
+    (prompt,) = summary["prompts"]
+    assert (bundle / "prompts" / f"{prompt['name']}.wav").is_file()
+    assert (bundle / "prompts" / f"{prompt['name']}.txt").read_text().strip() == prompt["text"].strip()
+    assert json.load(open(bundle / "config.json"))["dtype"] == "float32"
+    model = VallEForConditionalCodecGeneration.from_pretrained(bundle)
+    assert next(model.parameters()).dtype == torch.float32
+    original_model = VallEForConditionalCodecGeneration.from_pretrained(tiny_lab / "tts" / "model")
+    for (name, a), b in zip(model.state_dict().items(), original_model.state_dict().values()):
+        torch.testing.assert_close(a, b.half().float(), rtol=0, atol=0, msg=name)
+    processor = VallEProcessor.from_pretrained(bundle)
+    assert processor.codec is not None
+    card = (bundle / "README.md").read_text()
+    assert "VALL-E lab" in card and "espeak" in card

@@ -1,0 +1,284 @@
+"""The lab's own VALL-E: a processor over the lab codec and a small model config to train with `valle train`.
+
+The recipe (`valle lab tts`, see README "The built-in model") is the project's ordinary tools run on the lab
+corpus: `build_lab_processor` -> `valle prepare` -> `valle train` (AR and NAR as two processes, one core each)
+-> `merge_decoders` -> `save_bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+# Small enough to train on two CPU cores in a few hours, shaped like the paper's model otherwise.
+LAB_MODEL = {
+    "hidden_size": 256,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 4,
+    "intermediate_size": 1024,
+    # A couple of epochs on 200 speakers: nothing to regularise yet, and dropout slows such short runs down.
+    "dropout": 0.0,
+    "attention_dropout": 0.0,
+    # A begin-of-speech token lets the AR start with no acoustic prompt at all (the paper's ablation).
+    "use_audio_bos": True,
+    "tie_ar_lm_head": False,
+}
+
+
+def build_lab_processor(corpus_dir: str, codec_dir: str, output_dir: str):
+    """A `VallEProcessor` whose phoneme vocabulary is built on the corpus' training transcripts and whose codec
+    is the lab codec exported for scale-free use (`valle.lab.codec.export_for_processor`). Saved to `output_dir`."""
+    import datasets
+    from transformers import EncodecModel
+
+    from processing_valle import VallEPhonemeTokenizer, VallEProcessor
+
+    from .codec import export_for_processor
+
+    corpus = datasets.load_from_disk(corpus_dir)
+    tokenizer = VallEPhonemeTokenizer.build_vocab(corpus["train"]["text"])
+    codec = EncodecModel.from_pretrained(codec_dir).eval()
+    if codec.config.normalize:
+        codec = export_for_processor(codec)
+    processor = VallEProcessor(tokenizer=tokenizer, codec=codec, codec_name_or_path=None)
+    processor.save_pretrained(output_dir)
+    return processor
+
+
+def lab_model_config(processor, **overrides):
+    """The lab model's `VallEConfig` (write it with `to_json_file` and give it to `valle train --model`)."""
+    from configuration_valle import VallEConfig
+
+    tokenizer = processor.tokenizer
+    codec = processor.codec
+    settings = {
+        **LAB_MODEL,
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "num_codebooks": processor.num_codebooks,
+        "codebook_size": processor.codebook_size,
+        "sampling_rate": processor.sampling_rate,
+        "frame_rate": int(round(processor.frame_rate)),
+        **overrides,
+    }
+    del codec
+    return VallEConfig(**settings)
+
+
+def merge_decoders(ar_dir: str, nar_dir: str):
+    """One model from two runs of `valle train --mode ar` and `--mode nar` on the same config: the AR decoder's
+    weights from the first, the NAR decoder's from the second. The two decoders share no parameter, so the merge
+    is exact; raises if the configs differ."""
+    from modeling_valle import VallEForConditionalCodecGeneration
+
+    ar_model = VallEForConditionalCodecGeneration.from_pretrained(ar_dir)
+    nar_model = VallEForConditionalCodecGeneration.from_pretrained(nar_dir)
+    ar_config, nar_config = ar_model.config.to_dict(), nar_model.config.to_dict()
+    differing = sorted(key for key in set(ar_config) | set(nar_config)
+                       if key not in {"transformers_version", "_name_or_path", "architectures"}
+                       and ar_config.get(key) != nar_config.get(key))
+    if differing:
+        raise ValueError(f"merge_decoders: the AR and NAR runs used different configs ({', '.join(differing)}).")
+    nar_state = nar_model.state_dict()
+    merged = {name: (nar_state[name] if name.startswith("nar_") else value)
+              for name, value in ar_model.state_dict().items()}
+    ar_model.load_state_dict(merged)
+    return ar_model.eval()
+
+
+def write_json(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(payload, handle, indent=1)
+
+
+# The recipe's training settings (`valle train` options and TrainingArguments), the same for both decoders.
+RECIPE = {
+    "max_tokens": 3000,
+    # The AR process gets a core to itself; the NAR shares the other with the decoder-only codec stage.
+    "steps": {"ar": 4000, "nar": 2500},
+    "learning_rate": 1e-3,
+    "warmup_steps": 250,
+    "save_steps": 250,
+}
+
+
+def train_command(mode: str, data_dir: str, config_path: str, processor_dir: str, output_dir: str, seed: int,
+                  steps: int, resume: bool) -> list[str]:
+    """The `valle train` command line that trains one decoder of the lab model (one CPU thread)."""
+    import sys
+
+    command = [
+        sys.executable, "-m", "valle", "train", "--model", config_path, "--processor", processor_dir,
+        "--mode", mode, "--max-tokens", str(RECIPE["max_tokens"]), "--dataset-name", "valle-lab (espeak, offline)",
+    ]
+    if resume:
+        command.append("--resume")
+    command += [
+        data_dir, "--", "--output_dir", output_dir, "--max_steps", str(steps),
+        "--learning_rate", str(RECIPE["learning_rate"]), "--warmup_steps", str(RECIPE["warmup_steps"]),
+        "--lr_scheduler_type", "cosine", "--logging_steps", "25", "--save_steps", str(RECIPE["save_steps"]),
+        "--save_total_limit", "2", "--dataloader_num_workers", "0", "--seed", str(seed), "--report_to", "none",
+    ]
+    return command
+
+
+def has_checkpoint(output_dir: str) -> bool:
+    return os.path.isdir(output_dir) and any(name.startswith("checkpoint-") for name in os.listdir(output_dir))
+
+
+def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc: int = 2, log=print) -> str:
+    """Trains the lab VALL-E from the lab corpus and codec; every stage resumes where it stopped.
+
+    `steps`: training steps per decoder, e.g. `{"ar": 4000, "nar": 2500}` (default `RECIPE["steps"]`).
+    `lab_dir/tts/`: processor/ -> data/train (`prepare_dataset`) -> config.json -> ar/ and nar/
+    (two `valle train` processes at once, one thread each: the decoders share no weight, so training them apart
+    is the same as `--mode both` with half the work per process) -> model/ (the merge, with the processor).
+    Returns the model folder.
+    """
+    import subprocess
+
+    import torch
+
+    from processing_valle import VallEProcessor
+    from valle.data import prepare_dataset
+
+    from .artifacts import trained_codec_dir
+
+    steps = {**RECIPE["steps"], **(steps or {})}
+    corpus_dir = os.path.join(lab_dir, "corpus")
+    tts_dir = os.path.join(lab_dir, "tts")
+    processor_dir = os.path.join(tts_dir, "processor")
+    if not os.path.isfile(os.path.join(processor_dir, "processor_config.json")):
+        # The codes come from the codec's encoder; the decoder-only stage leaves the encoder as it is.
+        build_lab_processor(corpus_dir, os.path.join(lab_dir, "codec", "model"), processor_dir)
+        log(f"tts: processor in {processor_dir}")
+    processor = VallEProcessor.from_pretrained(processor_dir)
+    report = prepare_dataset(corpus_dir, processor, os.path.join(tts_dir, "data", "train"), split="train",
+                             speaker_column="speaker_id", id_column="id", min_seconds=0.5, max_seconds=20.0,
+                             num_proc=num_proc, device="cpu")
+    log(f"tts: data/train: {report.summary()}")
+    config_path = os.path.join(tts_dir, "config.json")
+    if not os.path.isfile(config_path):
+        lab_model_config(processor).to_json_file(config_path)
+    runs = {}
+    for mode in ("ar", "nar"):
+        output_dir = os.path.join(tts_dir, mode)
+        command = train_command(mode, os.path.join(tts_dir, "data", "train"), config_path, processor_dir,
+                                output_dir, seed, steps[mode], resume=has_checkpoint(output_dir))
+        log(f"tts: training the {mode.upper()} decoder: {' '.join(command)} (log: {output_dir}.log)")
+        handle = open(f"{output_dir}.log", "a")
+        runs[mode] = (subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                                       env={**os.environ, "OMP_NUM_THREADS": "1"}), handle)
+    failed = []
+    for mode, (process, handle) in runs.items():
+        if process.wait() != 0:
+            failed.append(mode)
+        handle.close()
+    if failed:
+        raise RuntimeError(f"tts: training the {', '.join(failed)} decoder failed; see {tts_dir}/<mode>.log, fix, "
+                           "and run the same command again to resume.")
+    model = merge_decoders(os.path.join(tts_dir, "ar"), os.path.join(tts_dir, "nar"))
+    model_dir = os.path.join(tts_dir, "model")
+    model.save_pretrained(model_dir)
+    from transformers import EncodecModel
+
+    from .codec import export_for_processor
+
+    codec = EncodecModel.from_pretrained(trained_codec_dir(lab_dir)).eval()
+    if codec.config.normalize:
+        codec = export_for_processor(codec)
+    VallEProcessor(tokenizer=processor.tokenizer, codec=codec, codec_name_or_path=None).save_pretrained(model_dir)
+    del torch
+    log(f"tts: model in {model_dir}")
+    return model_dir
+
+
+BUNDLE_PROMPTS = 4  # held-out voices shipped as ready-made prompts
+
+
+def pick_prompts(corpus_dir: str, count: int = BUNDLE_PROMPTS, seed: int = 0,
+                 min_seconds: float = 2.8, max_seconds: float = 4.5) -> list[dict]:
+    """One utterance of `count` different held-out (test) speakers, each with a different espeak voice when
+    possible, between `min_seconds` and `max_seconds` long (the whole utterance, so its transcript is exact)."""
+    import random
+
+    import datasets
+
+    test = datasets.load_from_disk(corpus_dir)["test"].remove_columns("audio")
+    rows = [row for row in test if min_seconds <= row["duration"] <= max_seconds]
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    chosen, voices, speakers = [], set(), set()
+    for strict in (True, False):
+        for row in rows:
+            if len(chosen) == count:
+                break
+            if row["speaker_id"] in speakers or (strict and row["voice"] in voices):
+                continue
+            chosen.append(row)
+            voices.add(row["voice"])
+            speakers.add(row["speaker_id"])
+    if len(chosen) < count:
+        raise ValueError(f"pick_prompts: only {len(chosen)} held-out speakers have a {min_seconds}-{max_seconds} s "
+                         f"utterance; ask for fewer prompts or a wider range.")
+    return sorted(chosen, key=lambda row: row["speaker_id"])
+
+
+def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict | None = None,
+                 prompts: int = BUNDLE_PROMPTS) -> dict:
+    """The built-in model folder: the merged lab VALL-E in fp16 (loads as float32), its processor with the lab
+    codec in fp16, held-out prompt voices (`prompts/<speaker>.wav` + `.txt`) and a model card."""
+    import shutil
+
+    import numpy as np
+    import soundfile
+
+    from hub_cards import write_model_card
+    from modeling_valle import VallEForConditionalCodecGeneration
+    from processing_valle import VallEProcessor
+
+    from .artifacts import save_fp16
+    from .corpus import decode_audio, load_corpus
+
+    model_dir = os.path.join(lab_dir, "tts", "model")
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise FileNotFoundError(f"build_bundle: {model_dir} has no model; run `valle lab tts --dir {lab_dir}` first.")
+    if os.path.isdir(destination) and os.listdir(destination):
+        if not os.path.isfile(os.path.join(destination, "lab_bundle.json")):
+            raise FileExistsError(f"build_bundle: {destination} holds files that are not a lab bundle; choose an "
+                                  "empty or new folder (nothing was changed).")
+        shutil.rmtree(destination)  # an earlier bundle: replaced as a whole
+    model = VallEForConditionalCodecGeneration.from_pretrained(model_dir).eval()
+    processor = VallEProcessor.from_pretrained(model_dir)
+    sizes = {"model": save_fp16(model, destination)}
+    processor.save_pretrained(destination)
+    codec_dir = os.path.join(destination, "codec")
+    sizes["codec"] = save_fp16(processor.codec, codec_dir)
+
+    prompts_dir = os.path.join(destination, "prompts")
+    os.makedirs(prompts_dir)
+    test = load_corpus(os.path.join(lab_dir, "corpus"))["test"]
+    index_of = {row_id: index for index, row_id in enumerate(test["id"])}
+    chosen = pick_prompts(os.path.join(lab_dir, "corpus"), count=prompts, seed=seed)
+    prompts = []
+    for row in chosen:
+        waveform, sampling_rate = decode_audio(test[index_of[row["id"]]]["audio"])
+        name = row["speaker_id"].replace("+", "-")
+        soundfile.write(os.path.join(prompts_dir, f"{name}.wav"), np.asarray(waveform, dtype=np.float32),
+                        sampling_rate, subtype="PCM_16")
+        with open(os.path.join(prompts_dir, f"{name}.txt"), "w", encoding="utf-8") as handle:
+            handle.write(row["text"].strip() + "\n")
+        prompts.append({"name": name, "text": row["text"], "seconds": round(row["duration"], 2), "source": row["id"]})
+
+    summary = {"bytes": sizes, "prompts": prompts, **({"training": training} if training else {})}
+    write_json(os.path.join(destination, "lab_bundle.json"), summary)
+    info = {"data": "the offline lab corpus (espeak-ng voices, synthetic sentences; `valle lab corpus`)",
+            "codec": "the lab EnCodec (24 kHz, 8 x 1024 codes, 6 kbps), not facebook/encodec_24khz"}
+    if training:
+        info.update({key: value for key, value in training.items() if isinstance(value, (str, int, float))})
+    write_model_card(destination, overwrite=True, config=model.config, model_name="VALL-E lab (small, offline)",
+                     languages="en", training_info=info)
+    return summary
