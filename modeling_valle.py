@@ -23,7 +23,7 @@ import copy
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -367,12 +367,13 @@ class VallEOutput(ModelOutput):
 @dataclass
 class VallEGenerationOutput(ModelOutput):
     """
-    Output of [`VallEForConditionalCodecGeneration.generate`] with `return_dict_in_generate=True`.
+    Output of [`VallEForConditionalCodecGeneration.generate`] and
+    [`VallEForConditionalCodecGeneration.generate_ar`] with `return_dict_in_generate=True`.
 
     Args:
         sequences (`torch.LongTensor` of shape `(batch_size, max_length, num_codebooks)`):
             The generated codes of the target speech (the prompt is not included). Frames at or beyond an
-            item's length hold -100.
+            item's length hold -100. From `generate_ar`: codebook 1 only, shape `(batch_size, max_length)`.
         sequence_lengths (`torch.LongTensor` of shape `(batch_size,)`):
             Number of generated frames of each item.
         scores (`tuple(torch.FloatTensor)`, *optional*, with `output_scores=True`):
@@ -424,7 +425,8 @@ class VallEPreTrainedModel(PreTrainedModel):
 class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
     r"""
     VALL-E: the AR decoder (codebook 1) and the NAR decoder (codebooks 2..K) over EnCodec codes, with a
-    training loss for both and a `generate` that runs them in turn.
+    training loss for both and a `generate` that runs them in turn (each stage also runs alone: `generate_ar`,
+    `generate_nar`).
 
     Weight sharing is structural: a tied prediction layer has no weights of its own and reads the
     embedding matrix it shares, so ties survive any save, load, conversion or dtype change.
@@ -763,6 +765,11 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         Synthesises the codes of the target speech: the AR samples codebook 1 frame by frame (with a KV
         cache), then the NAR fills each further codebook greedily in one pass per codebook. Batched.
 
+        The two stages are also public on their own: [`~VallEForConditionalCodecGeneration.generate_ar`] (codebook 1
+        only, same arguments) and [`~VallEForConditionalCodecGeneration.generate_nar`] (codebooks 2..K from a given
+        codebook 1). `generate` is exactly `generate_ar` followed by `generate_nar` on the same inputs; the stages
+        apart let each see different inputs, as in the paper's ablations (e.g. the AR without the acoustic prompt).
+
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, num_phonemes)`):
                 Phonemes of the prompt's transcript followed by those of the text to say (VALL-E), or of a whole
@@ -791,49 +798,160 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
             `torch.LongTensor` of shape `(batch_size * num_return_sequences, frames, num_codebooks)` with -100
             after each item's end, or a [`VallEGenerationOutput`] with `return_dict_in_generate=True`.
         """
-        options = self._generation_options(generation_config, kwargs)
-        attention_mask = _check_phonemes(self.config, input_ids, attention_mask)
+        options, inputs = self._prepare_generation(
+            input_ids, attention_mask, prompt_codes, prompt_attention_mask, language_ids, generation_config, kwargs
+        )
+        first_codebook, lengths, finished_with_eos, scores, logits = self._generate_first_codebook(*inputs, options)
+        codes = self._nar_stage(inputs, first_codebook, lengths)
+        return self._generation_output(codes, lengths, finished_with_eos, scores, logits, options)
+
+    @torch.no_grad()
+    def generate_ar(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        prompt_codes: torch.LongTensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        language_ids: torch.LongTensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        **kwargs,
+    ) -> torch.LongTensor | VallEGenerationOutput:
+        r"""
+        The AR stage of [`~VallEForConditionalCodecGeneration.generate`] alone: samples codebook 1 and stops there.
+        Feed its output to [`~VallEForConditionalCodecGeneration.generate_nar`] for the other codebooks.
+
+        Takes exactly `generate`'s arguments and generation options, decodes exactly as `generate` does (under the
+        same seed, `generate_ar(...)` equals `generate(...)[..., 0]`), and is what a stage-wise pipeline or an
+        ablation needs. The AR without an acoustic prompt (the paper's ablation: pass `input_ids` of the text to
+        say only, and no `prompt_codes`) starts from the audio begin-of-speech token, so it needs a model with
+        `config.use_audio_bos=True`; models without it (the paper's layout, converted lifeiteng/vall-e and VALL-E X
+        checkpoints) raise a `ValueError`.
+
+        Returns:
+            `torch.LongTensor` of shape `(batch_size * num_return_sequences, frames)`: the codebook-1 codes, -100
+            after each item's end; or, with `return_dict_in_generate=True`, a [`VallEGenerationOutput`] whose
+            `sequences` is that tensor (with `sequence_lengths`, `finished_with_eos` and the optional
+            `scores` / `logits`).
+        """
+        options, inputs = self._prepare_generation(
+            input_ids, attention_mask, prompt_codes, prompt_attention_mask, language_ids, generation_config, kwargs
+        )
+        first_codebook, lengths, finished_with_eos, scores, logits = self._generate_first_codebook(*inputs, options)
+        first_codebook = _pad_frames(first_codebook, lengths)
+        return self._generation_output(first_codebook, lengths, finished_with_eos, scores, logits, options)
+
+    @torch.no_grad()
+    def generate_nar(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        prompt_codes: torch.LongTensor | None = None,
+        prompt_attention_mask: torch.Tensor | None = None,
+        first_codebook: torch.LongTensor | None = None,
+        language_ids: torch.LongTensor | None = None,
+    ) -> torch.LongTensor:
+        r"""
+        The NAR stage of [`~VallEForConditionalCodecGeneration.generate`] alone: given codebook 1 of the target
+        speech, fills codebooks 2..K greedily, one batched pass per codebook (deterministic; no generation options).
+
+        `generate` runs this very code on the AR's output, so `generate_nar(**inputs,
+        first_codebook=generate(**inputs)[..., 0])` reproduces `generate(**inputs)` exactly (greedy or sampled:
+        only the AR samples). With the stages apart, the NAR can get other inputs than the AR: e.g. the AR
+        without the acoustic prompt (see [`~VallEForConditionalCodecGeneration.generate_ar`]) followed by the NAR
+        with it, or the NAR on ground-truth codebook-1 codes with or without prompts (the paper's NAR ablations).
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, num_phonemes)`):
+                The NAR's phonemes, right-padded: as for `generate` (prompt transcript + text to say, or the whole
+                utterance for VALL-E-continual).
+            attention_mask (`torch.Tensor` of shape `(batch_size, num_phonemes)`, *optional*):
+                1 for real phonemes, 0 for padding.
+            prompt_codes (`torch.LongTensor` of shape `(batch_size, prompt_frames, num_codebooks)`, *optional*):
+                The acoustic prompt (all codebooks), right-padded. Optional whatever `config.use_audio_bos`: without
+                it the NAR sees only the phonemes and codebook 1.
+            prompt_attention_mask (`torch.Tensor` of shape `(batch_size, prompt_frames)`, *optional*):
+                1 for real prompt frames, 0 for padding.
+            first_codebook (`torch.LongTensor` of shape `(batch_size, frames)`):
+                Codebook-1 codes of the target speech (in `[0, codebook_size)`), -100 after each item's end: the
+                output of `generate_ar`, or `codes[..., 0]` of `generate`'s output or of a `labels` tensor. An
+                item may have no frame at all. With `num_return_sequences` > 1 in `generate_ar`, repeat the NAR's
+                inputs to match (`repeat_interleave(num_return_sequences, dim=0)`).
+            language_ids (`torch.LongTensor`, *optional*):
+                As in `forward`, for models with language embeddings.
+
+        Returns:
+            `torch.LongTensor` of shape `(batch_size, frames, num_codebooks)`: codebook 1 as given, then the NAR's
+            codebooks; -100 after each item's end (exactly where `first_codebook` has it).
+        """
+        if not self.config.has_nar:
+            raise ValueError(
+                f"this model has no NAR decoder (`config.num_codebooks={self.config.num_codebooks}`): codebook 1 is "
+                "all there is. Use `generate_ar`."
+            )
+        inputs = self._check_generation_inputs(
+            input_ids, attention_mask, prompt_codes, prompt_attention_mask, language_ids, for_ar=False
+        )
+        lengths = _check_first_codebook(self.config, first_codebook, input_ids.shape[0])
+        return self._nar_stage(inputs, first_codebook.long(), lengths)
+
+    def _check_generation_inputs(
+        self, input_ids, attention_mask, prompt_codes, prompt_attention_mask, language_ids, for_ar: bool
+    ) -> _GenerationInputs:
+        """Checks the inputs of either stage and returns them ready for it: boolean masks, long codes, padding
+        frames of the prompt set to code 0. The AR must start from a real prompt frame unless the model has an
+        audio BOS; the NAR may do without a prompt."""
+        config = self.config
+        attention_mask = _check_phonemes(config, input_ids, attention_mask)
         batch_size = input_ids.shape[0]
         if prompt_codes is not None:
-            prompt_attention_mask = _check_prompt(self.config, prompt_codes, prompt_attention_mask, batch_size)
-            if not self.config.use_audio_bos and not bool(prompt_attention_mask.any(dim=1).all()):
+            prompt_attention_mask = _check_prompt(config, prompt_codes, prompt_attention_mask, batch_size)
+            if for_ar and not config.use_audio_bos and not bool(prompt_attention_mask.any(dim=1).all()):
                 raise ValueError(
                     "every item needs at least one real prompt frame (`prompt_codes` is empty or an item's "
                     "`prompt_attention_mask` is all 0): this model has no audio BOS, so the AR starts from the prompt."
                 )
             prompt_codes = prompt_codes.long()
-        elif not self.config.use_audio_bos:
+        elif for_ar and not config.use_audio_bos:
             raise ValueError(
                 "`prompt_codes` are required: this model has no audio BOS token (`config.use_audio_bos=False`, as in "
                 "the paper), so the AR needs at least one frame of a voice prompt to start from. Encode a few seconds "
-                "of speech with `VallEProcessor` (prompt_audio=...)."
+                "of speech with `VallEProcessor` (prompt_audio=...). Generating without any acoustic prompt needs a "
+                "model trained with `use_audio_bos=True`."
             )
         else:
-            prompt_codes = input_ids.new_zeros(batch_size, 0, self.config.num_codebooks)
+            prompt_codes = input_ids.new_zeros(batch_size, 0, config.num_codebooks, dtype=torch.long)
             prompt_attention_mask = attention_mask.new_zeros(batch_size, 0)
-        language_ids = _check_languages(self.config, language_ids, input_ids)
+        language_ids = _check_languages(config, language_ids, input_ids)
+        prompt_codes = prompt_codes.masked_fill(~prompt_attention_mask[..., None], 0)
+        return _GenerationInputs(input_ids, attention_mask, language_ids, prompt_codes, prompt_attention_mask)
 
+    def _prepare_generation(
+        self, input_ids, attention_mask, prompt_codes, prompt_attention_mask, language_ids, generation_config, kwargs
+    ) -> tuple[GenerationConfig, _GenerationInputs]:
+        """The options and the checked inputs of the AR stage, each item repeated `num_return_sequences` times."""
+        options = self._generation_options(generation_config, kwargs)
+        inputs = self._check_generation_inputs(
+            input_ids, attention_mask, prompt_codes, prompt_attention_mask, language_ids, for_ar=True
+        )
         copies = options.num_return_sequences
         if copies > 1:
-            input_ids, attention_mask, prompt_codes, prompt_attention_mask = (
-                t.repeat_interleave(copies, dim=0) for t in (input_ids, attention_mask, prompt_codes, prompt_attention_mask)
+            inputs = _GenerationInputs(
+                *(None if t is None else t.repeat_interleave(copies, dim=0) for t in inputs)
             )
-            if language_ids is not None:
-                language_ids = language_ids.repeat_interleave(copies, dim=0)
+        return options, inputs
 
-        prompt_codes = prompt_codes.masked_fill(~prompt_attention_mask[..., None], 0)
-        first_codebook, lengths, finished_with_eos, scores, logits = self._generate_first_codebook(
-            input_ids, attention_mask, language_ids, prompt_codes, prompt_attention_mask, options
-        )
-        codes = self._generate_other_codebooks(
-            input_ids, attention_mask, language_ids, prompt_codes, prompt_attention_mask, first_codebook, lengths
-        )
-        frame_index = torch.arange(codes.shape[1], device=codes.device)
-        codes = codes.masked_fill((frame_index[None, :] >= lengths[:, None])[..., None], IGNORE_INDEX)
+    def _nar_stage(self, inputs: _GenerationInputs, first_codebook, lengths) -> torch.LongTensor:
+        """All codebooks (B, T, K) from codebook 1 and its lengths, -100 after each item's end: the NAR stage of
+        both `generate` and `generate_nar`."""
+        codes = self._generate_other_codebooks(*inputs, first_codebook, lengths)
+        return _pad_frames(codes, lengths)
+
+    @staticmethod
+    def _generation_output(sequences, lengths, finished_with_eos, scores, logits, options):
         if not options.return_dict_in_generate:
-            return codes
+            return sequences
         return VallEGenerationOutput(
-            sequences=codes,
+            sequences=sequences,
             sequence_lengths=lengths,
             scores=tuple(scores) if options.output_scores else None,
             logits=tuple(logits) if options.output_logits else None,
@@ -853,8 +971,9 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         unused = options.update(**kwargs)
         if unused:
             raise ValueError(
-                f"`generate` got unknown arguments {sorted(unused)}. It takes input_ids, attention_mask, prompt_codes, "
-                "prompt_attention_mask, language_ids, generation_config and generation options (see its docstring)."
+                f"`generate` (or `generate_ar`) got unknown arguments {sorted(unused)}. It takes input_ids, "
+                "attention_mask, prompt_codes, prompt_attention_mask, language_ids, generation_config and generation "
+                "options (see its docstring)."
             )
         if (options.num_beams or 1) > 1:
             raise ValueError(
@@ -1025,6 +1144,22 @@ GENERATION_DEFAULTS = {
 }
 
 
+class _GenerationInputs(NamedTuple):
+    """Checked generation inputs, in the order the two stages take them."""
+
+    input_ids: torch.LongTensor
+    phoneme_mask: torch.BoolTensor
+    language_ids: torch.LongTensor | None
+    prompt_codes: torch.LongTensor  # (B, P, K), code 0 on the padding frames
+    prompt_mask: torch.BoolTensor
+
+
+def _pad_frames(codes: torch.LongTensor, lengths: torch.LongTensor) -> torch.LongTensor:
+    """-100 in every frame at or beyond each item's length; `codes` is (B, T) or (B, T, K)."""
+    beyond = torch.arange(codes.shape[1], device=codes.device)[None, :] >= lengths[:, None]
+    return codes.masked_fill(beyond[..., None] if codes.dim() == 3 else beyond, IGNORE_INDEX)
+
+
 # ==================================================================================================
 # Input checks: every malformed input gets a message that names it and says what to pass instead
 # ==================================================================================================
@@ -1112,6 +1247,35 @@ def _check_prompt(config: VallEConfig, prompt_codes, prompt_mask, batch_size: in
             f"(min {int(real.min())}, max {int(real.max())})."
         )
     return prompt_mask
+
+
+def _check_first_codebook(config: VallEConfig, first_codebook, batch_size: int) -> torch.LongTensor:
+    """Checks codebook-1 codes (B, T) with -100 padding at the end; returns each item's number of frames."""
+    if first_codebook is None:
+        raise ValueError(
+            "`first_codebook` is required: the codebook-1 codes of the target speech, shape (batch, frames), -100 "
+            "after each item's end (the output of `generate_ar`, or `codes[..., 0]`)."
+        )
+    if not torch.is_tensor(first_codebook) or first_codebook.dtype not in (torch.long, torch.int):
+        raise ValueError(
+            f"`first_codebook` must be an integer tensor of shape (batch, frames); got {_describe(first_codebook)}."
+        )
+    if first_codebook.dim() != 2:
+        hint = " Of codes shaped (batch, frames, codebooks), pass `codes[..., 0]`." if first_codebook.dim() == 3 else ""
+        raise ValueError(f"`first_codebook` must have shape (batch, frames); got {_describe(first_codebook)}.{hint}")
+    if first_codebook.shape[0] != batch_size:
+        raise ValueError(f"`first_codebook` has batch size {first_codebook.shape[0]} but `input_ids` has {batch_size}.")
+    frame_mask = first_codebook != IGNORE_INDEX
+    if bool((frame_mask[:, 1:] & ~frame_mask[:, :-1]).any()):
+        raise ValueError("`first_codebook`: padding (-100) must come after the real frames of each item, not before.")
+    real = first_codebook[frame_mask]
+    if real.numel() and bool(((real < 0) | (real >= config.codebook_size)).any()):
+        raise ValueError(
+            f"`first_codebook` holds codes outside [0, {config.codebook_size}) (min {int(real.min())}, max "
+            f"{int(real.max())}); use -100 after each item's end (the AR's end-of-speech id "
+            f"{config.audio_eos_token_id} is not a code)."
+        )
+    return frame_mask.sum(dim=1)
 
 
 def _check_languages(config: VallEConfig, language_ids, input_ids):

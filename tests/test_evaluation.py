@@ -309,9 +309,12 @@ def test_lab_mode_runs_with_the_lab_judges(lab_like, tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["evaluate", "--lab", "--lab-dir", str(lab), "--model", lab_like["model"], "--out", str(out),
                  "--limit", "2", "--seeds", "1", "--max-new-seconds", "0.3", "--no-progress", "--save-audio"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["lab"] is True and summary["settings"]["speaker_model"] == "resemblyzer VoiceEncoder"
+    # The lab's default rows include the ablation, skipped here: this random model has no audio BOS.
+    assert list(summary["settings"]["skipped_systems"]) == ["valle_no_ar_prompt"] and "skipping the row" in captured.err
     assert len(summary["results"]) == 2 * 4 and all(-1 <= r["spk"] <= 1 for r in summary["results"])
     assert "| system (lab corpus" in printed and "| WER | CER | SPK |" in printed  # the lab table adds CER
     for record in summary["results"]:  # --save-audio: every scored output, at its recorded length
@@ -350,3 +353,161 @@ def test_valle_prompt_text_is_the_transcript_of_the_crop_not_of_the_whole_uttera
     kwargs = stop.value.args[0]
     assert kwargs["prompt_text"] == "four five six" and len(kwargs["prompt_audio"]) == 3 * rate
     assert heard == [3.0]  # the recogniser heard exactly the crop
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The ablation row: the AR without the acoustic prompt
+
+def test_ablation_ar_reads_the_text_alone_and_the_nar_gets_the_valle_inputs():
+    import torch
+    from transformers import BatchFeature
+
+    from modeling_valle import VallEGenerationOutput
+    from valle.evaluation import VALLE, VALLE_NO_AR_PROMPT, _Case, _synthesize
+
+    rate = 24000
+    noise = np.random.default_rng(0).uniform(-0.3, 0.3, 9 * rate).astype(np.float32)
+    utterances = [Utterance("s-1", "s", "the target sentence", 5.0, lambda: {"array": noise[: 5 * rate],
+                                                                               "sampling_rate": rate}),
+                  Utterance("s-2", "s", "a b c d e f g h i j", 9.0, lambda: {"array": noise, "sampling_rate": rate})]
+    cases, _ = select_test_cases(utterances)
+    case = next(c for c in cases if c.utterance.id == "s-1")
+    calls = []
+
+    class Recognizer:
+        def transcribe(self, waveforms, sampling_rate):
+            return ["d e f"]
+
+    class Processor:
+        sampling_rate = rate
+
+        def __call__(self, text, prompt_audio=None, prompt_text=None, sampling_rate=None):
+            calls.append(("processor", text, prompt_text, None if prompt_audio is None else len(prompt_audio)))
+            words = (prompt_text.split() if prompt_text else []) + text.split()
+            data = {"input_ids": torch.arange(len(words))[None], "attention_mask": torch.ones(1, len(words))}
+            if prompt_audio is not None:
+                data.update(prompt_codes=torch.zeros(1, 4, 2, dtype=torch.long),
+                            prompt_attention_mask=torch.ones(1, 4))
+            return BatchFeature(data)
+
+        def batch_decode(self, codes):
+            calls.append(("decode", codes[0].tolist()))
+            return [np.zeros(len(codes[0]) * 320, dtype=np.float32)]
+
+    class Model:
+        def parameters(self):
+            return iter([torch.zeros(1)])
+
+        def generate(self, **kwargs):
+            raise AssertionError("the ablation runs the stages apart")
+
+        def generate_ar(self, **kwargs):
+            calls.append(("ar", sorted(kwargs), kwargs["input_ids"].shape[1]))
+            return VallEGenerationOutput(sequences=torch.tensor([[3, 5, 7, -100]]), sequence_lengths=torch.tensor([3]),
+                                         finished_with_eos=torch.tensor([True]))
+
+        def generate_nar(self, first_codebook, **kwargs):
+            calls.append(("nar", sorted(kwargs), kwargs["input_ids"].shape[1], first_codebook.tolist()))
+            return torch.stack([first_codebook, first_codebook + 1], dim=-1)
+
+    valle_case = _Case(case, Processor(), None, 3.0, Recognizer())
+    audio, spk_audio, seconds, capped = _synthesize(Model(), Processor(), valle_case, VALLE_NO_AR_PROMPT,
+                                                    {"top_k": 5})
+    assert calls == [
+        ("processor", "the target sentence", "d e f", 3 * rate),  # the VALL-E inputs, for the NAR
+        ("processor", "the target sentence", None, None),  # the text alone, for the AR
+        ("ar", ["attention_mask", "input_ids", "return_dict_in_generate", "top_k"], 3),
+        ("nar", ["attention_mask", "input_ids", "prompt_attention_mask", "prompt_codes"], 6, [[3, 5, 7, -100]]),
+        ("decode", [[3, 4], [5, 6], [7, 8]]),
+    ]
+    assert audio is spk_audio and len(audio) == 3 * 320 and seconds == 3 * 320 / rate and capped is False
+    # The VALL-E row's prompt crop and transcript are the very same.
+    calls.clear()
+    with pytest.raises(AssertionError, match="stages apart"):
+        _synthesize(Model(), Processor(), valle_case, VALLE, {})
+    assert calls == [("processor", "the target sentence", "d e f", 3 * rate)]
+
+
+@pytest.fixture(scope="module")
+def bos_model(lab_like, tmp_path_factory):
+    """The lab_like bundle with a random VALL-E that has an audio BOS (so its AR can start without a prompt)."""
+    import torch
+
+    from configuration_valle import VallEConfig
+    from modeling_valle import VallEForConditionalCodecGeneration
+
+    folder = tmp_path_factory.mktemp("bos") / "model"
+    shutil.copytree(lab_like["model"], folder)
+    config = VallEConfig.from_pretrained(folder, use_audio_bos=True, tie_ar_lm_head=False)
+    torch.manual_seed(0)
+    VallEForConditionalCodecGeneration(config).eval().save_pretrained(folder)
+    return str(folder)
+
+
+def test_ablation_row_is_sampled_per_seed_scored_like_valle_and_resumable(lab_like, bos_model, tmp_path, capsys):
+    setup = dict(lab_like, model=bos_model)
+    out = tmp_path / "run"
+    args = _evaluate_args(setup, out, "--limit", "2", "--seeds", "2", "--systems", "valle,valle_no_ar_prompt")
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(row["title"], row["seeds"]) for row in summary["table"]] == [
+        ("VALL-E", [0, 1]), ("VALL-E, AR without acoustic prompt (ablation)", [0, 1])]
+    assert summary["settings"]["skipped_systems"] == {}
+    assert "| VALL-E, AR without acoustic prompt (ablation) | " in printed
+    results = summary["results"]
+    assert len(results) == 2 * 2 * 2
+    valle = {(r["utterance_id"], r["seed"]): r for r in results if r["system"] == "valle"}
+    ablation = {(r["utterance_id"], r["seed"]): r for r in results if r["system"] == "valle_no_ar_prompt"}
+    assert sorted(valle) == sorted(ablation)
+    for key, record in ablation.items():
+        # The same test case as the VALL-E row: the same crop of the same other utterance, the same transcript.
+        for name in ("prompt_id", "prompt_start", "prompt_text", "reference", "speaker_id"):
+            assert record[name] == valle[key][name], name
+        assert record["prompt_id"] != record["utterance_id"]
+        assert record["wer"] == record["word_errors"] / record["reference_words"] and -1 <= record["spk"] <= 1
+        assert 0 < record["audio_seconds"] <= 0.3 + 0.02 and record["generated_seconds"] == record["audio_seconds"]
+    # Each seed samples its own outputs.
+    assert [r["spk"] for k, r in ablation.items() if k[1] == 0] != [r["spk"] for k, r in ablation.items() if k[1] == 1]
+
+    # Resumable: a second run finds everything done; a run with one more seed computes only its results.
+    assert main(args) == 0
+    assert "resuming: 8 of 8 results" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["results"] == results
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(line for line in lines if "valle_no_ar_prompt" not in line) + "\n")
+    assert main(args) == 0
+    assert "resuming: 4 of 8 results" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["results"] == results  # the same draws again
+
+
+def test_ablation_row_is_skipped_for_models_without_an_audio_bos(lab_like, tmp_path, capsys):
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(_evaluate_args(lab_like, out, "--limit", "1", "--systems", "ground_truth,valle_no_ar_prompt")) == 0
+    captured = capsys.readouterr()
+    assert re.search(r"skipping the row 'VALL-E, AR without acoustic prompt \(ablation\)'.*use_audio_bos=False",
+                     captured.err)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["system"] for row in summary["table"]] == ["ground_truth"]
+    assert summary["settings"]["systems"] == ["ground_truth"]
+    assert summary["settings"]["skipped_systems"] == {
+        "valle_no_ar_prompt": "the model has no audio BOS token (config.use_audio_bos=False)"}
+    assert ("VALL-E, AR without acoustic prompt (ablation): not computed, the model has no audio BOS token"
+            in captured.out)
+    # Asked for alone, there is nothing to do: one clean error line.
+    assert_cli_error(capsys, [_evaluate_args(lab_like, tmp_path / "alone", "--systems", "valle_no_ar_prompt")],
+                     "nothing to evaluate: valle_no_ar_prompt is the only system asked for")
+
+
+def test_default_systems_full_scale_and_lab():
+    import argparse
+
+    from valle.commands.evaluate import add_arguments
+    from valle.evaluation import DEFAULT_LAB_SYSTEMS, DEFAULT_SYSTEMS, SYSTEMS, VALLE_NO_AR_PROMPT
+
+    assert DEFAULT_SYSTEMS == ("ground_truth", "codec_resynthesis", "valle", "valle_continual")
+    assert DEFAULT_LAB_SYSTEMS == SYSTEMS == DEFAULT_SYSTEMS + (VALLE_NO_AR_PROMPT,)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--model", "m"]).systems is None  # evaluate() then picks by --lab

@@ -297,6 +297,127 @@ def test_generate_without_prompt_needs_an_audio_bos():
     assert codes.shape[0] == 3
 
 
+def _forbid_end_of_speech(model):
+    """Only the length cap can then stop the AR (the NAR's weights are untouched)."""
+    with torch.no_grad():
+        model.ar_audio_embedding.weight[model.config.audio_eos_token_id] = -1e4 * model.ar_decoder.norm.weight.sign()
+    return model
+
+
+def test_generate_nar_on_generates_first_codebook_reproduces_generate():
+    model = _forbid_end_of_speech(tiny_valle_model())
+    inputs = _inputs(model.config)
+    # The cap of 2 frames per phoneme, prompt included, gives each item its own length: 14-5, 10-3, 12-4 frames.
+    output = model.generate(**inputs, do_sample=False, max_frames_per_phoneme=2, return_dict_in_generate=True)
+    assert output.sequence_lengths.tolist() == [9, 7, 8]
+    codes = output.sequences
+    nar = model.generate_nar(**inputs, first_codebook=codes[..., 0])
+    assert nar.dtype == codes.dtype and torch.equal(nar, codes)
+    # The AR stage alone gives generate's codebook 1, padding included; chained, the two stages are generate.
+    first = model.generate_ar(**inputs, do_sample=False, max_frames_per_phoneme=2)
+    assert torch.equal(first, codes[..., 0])
+    assert torch.equal(model.generate_nar(**inputs, first_codebook=first), codes)
+    # int32 codes are accepted; padding frames of the prompt do not matter.
+    prompt = inputs["prompt_codes"].masked_fill(~inputs["prompt_attention_mask"].bool()[..., None], 7)
+    assert torch.equal(model.generate_nar(**dict(inputs, prompt_codes=prompt), first_codebook=first.int()), codes)
+
+
+def test_generate_ar_samples_what_generate_samples():
+    model = tiny_valle_model()
+    inputs = _inputs(model.config)
+    kwargs = dict(do_sample=True, top_k=0, max_new_tokens=10, num_return_sequences=2)
+    torch.manual_seed(5)
+    codes = model.generate(**inputs, **kwargs)
+    torch.manual_seed(5)
+    first = model.generate_ar(**inputs, return_dict_in_generate=True, output_logits=True, **kwargs)
+    assert isinstance(first, VallEGenerationOutput) and first.sequences.shape == codes.shape[:2] == (6, 10)
+    assert torch.equal(first.sequences, codes[..., 0])
+    assert torch.equal(first.sequence_lengths, (codes[..., 0] != -100).sum(1))
+    assert len(first.logits) == int(first.sequence_lengths.max())
+    repeated = {k: v.repeat_interleave(2, dim=0) for k, v in inputs.items()}
+    assert torch.equal(model.generate_nar(**repeated, first_codebook=first.sequences), codes)
+
+
+def test_generate_nar_edge_cases_and_the_papers_nar_ablation():
+    model = tiny_valle_model()
+    inputs = _inputs(model.config)
+    first = torch.randint(0, model.config.codebook_size, (3, 6))
+    first[1, 2:] = -100
+    first[2] = -100  # an item without a single frame
+    codes = model.generate_nar(**inputs, first_codebook=first)
+    assert codes.shape == (3, 6, model.config.num_codebooks)
+    assert torch.equal(codes[..., 0], first)
+    assert ((codes[0] >= 0) & (codes[0] < model.config.codebook_size)).all()
+    assert (codes[1, 2:] == -100).all() and (codes[1, :2] >= 0).all() and (codes[2] == -100).all()
+    # Each item depends on its own inputs only: the batch gives what one-by-one calls give.
+    for i, frames in enumerate([6, 2]):
+        phonemes, prompt = int(inputs["attention_mask"][i].sum()), int(inputs["prompt_attention_mask"][i].sum())
+        single = model.generate_nar(input_ids=inputs["input_ids"][i : i + 1, :phonemes],
+                                    prompt_codes=inputs["prompt_codes"][i : i + 1, :prompt],
+                                    first_codebook=first[i : i + 1, :frames])
+        assert torch.equal(single[0], codes[i, :frames])
+    # No prompt at all (the paper's "NAR with ground-truth codebook 1 and no prompts"), whatever the BOS setting.
+    no_prompt = model.generate_nar(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                   first_codebook=first)
+    assert no_prompt.shape == codes.shape and torch.equal(no_prompt == -100, codes == -100)
+    assert model.generate_nar(**inputs, first_codebook=first[:, :0]).shape == (3, 0, model.config.num_codebooks)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda first: None, "`first_codebook` is required"),
+        (lambda first: first.float(), "integer tensor"),
+        (lambda first: first[..., None].expand(-1, -1, 4), r"codes\[\.\.\., 0\]"),
+        (lambda first: first[:2], "batch size 2"),
+        (lambda first: torch.cat([torch.full_like(first[:, :1], -100), first], dim=1), "padding .* after"),
+        (lambda first: first.masked_fill(first == first[0, 0], 16), r"outside \[0, 16\).*end-of-speech"),
+        (lambda first: first - 100, "outside"),
+    ],
+)
+def test_generate_nar_refuses_malformed_first_codebooks(change, message):
+    model = tiny_valle_model()
+    inputs = _inputs(model.config)
+    first = torch.randint(0, model.config.codebook_size, (3, 5))
+    with pytest.raises(ValueError, match=message):
+        model.generate_nar(**inputs, first_codebook=change(first))
+
+
+def test_generate_nar_checks_its_other_inputs():
+    model = tiny_valle_model()
+    inputs = _inputs(model.config)
+    first = torch.randint(0, model.config.codebook_size, (3, 5))
+    with pytest.raises(ValueError, match="codebooks"):
+        model.generate_nar(**dict(inputs, prompt_codes=inputs["prompt_codes"][..., :2]), first_codebook=first)
+    with pytest.raises(ValueError, match="input_ids"):
+        model.generate_nar(first_codebook=first)
+    with pytest.raises(TypeError):
+        model.generate_nar(**inputs, first_codebook=first, do_sample=False)  # the NAR has no generation options
+    one_codebook = tiny_valle_model(num_codebooks=1, nar_loss_weight=0.0)
+    with pytest.raises(ValueError, match="no NAR decoder"):
+        one_codebook.generate_nar(input_ids=inputs["input_ids"], first_codebook=first)
+
+
+def test_ar_without_acoustic_prompt_then_nar_with_it():
+    """The paper's ablation "AR without the acoustic prompt": the AR reads the text alone and starts from the audio
+    BOS; the NAR then gets the prompt transcript + text and the 3 s prompt as usual."""
+    batch = random_valle_batch(tiny_valle_config())
+    text_only = dict(input_ids=batch["input_ids"][:, 2:], attention_mask=batch["attention_mask"][:, 2:])
+    model = tiny_valle_model()
+    with pytest.raises(ValueError, match="use_audio_bos"):
+        model.generate_ar(**text_only, max_new_tokens=4)
+    bos_model = tiny_valle_model(use_audio_bos=True, tie_ar_lm_head=False)
+    inputs = _inputs(bos_model.config)
+    first = bos_model.generate_ar(**text_only, do_sample=False, max_new_tokens=6)
+    assert first.shape[0] == 3 and first.dim() == 2
+    lengths = (first != -100).sum(1)
+    for i, n in enumerate(lengths.tolist()):
+        assert ((first[i, :n] >= 0) & (first[i, :n] < bos_model.config.codebook_size)).all()
+        assert (first[i, n:] == -100).all()
+    codes = bos_model.generate_nar(**inputs, first_codebook=first)
+    assert torch.equal(codes[..., 0], first)
+
+
 def test_generation_options_are_checked():
     model = tiny_valle_model()
     inputs = _inputs(model.config)

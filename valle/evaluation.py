@@ -6,7 +6,13 @@ For every test utterance of 4-10 s:
 - codec resynthesis: the recording encoded and decoded by the model's own codec (the ceiling for any codec LM);
 - VALL-E: the utterance's text said in the voice of a 3 s crop of ANOTHER utterance of the same speaker, whose
   transcript is the phoneme prompt;
-- VALL-E-continual: the first 3 s of the same utterance with its whole transcript; the model continues it.
+- VALL-E-continual: the first 3 s of the same utterance with its whole transcript; the model continues it;
+- VALL-E, AR without acoustic prompt (the paper's ablation, SPK 0.585 -> 0.236): the AR reads the utterance's text
+  alone (no prompt codes, no prompt transcript) and starts from the audio begin-of-speech token, then the NAR gets
+  exactly the VALL-E row's inputs (prompt transcript + text, the same 3 s crop). Only models with
+  `config.use_audio_bos=True` can run it; for others (the paper's layout, converted lifeiteng / VALL-E X
+  checkpoints) the row is skipped with a message. Computed by default in the lab, on request (`--systems`) at
+  full scale.
 
 Two judges score each output:
 
@@ -33,6 +39,7 @@ import math
 import os
 import random
 import re
+import sys
 import unicodedata
 import zlib
 from collections import defaultdict
@@ -52,14 +59,22 @@ DEFAULT_SPEAKER_MODEL = "microsoft/wavlm-base-plus-sv"
 DEFAULT_LAB_DIR = "runs/lab"
 
 GROUND_TRUTH, CODEC, VALLE, CONTINUAL = "ground_truth", "codec_resynthesis", "valle", "valle_continual"
-SYSTEMS = (GROUND_TRUTH, CODEC, VALLE, CONTINUAL)
+VALLE_NO_AR_PROMPT = "valle_no_ar_prompt"  # ablation: the AR without the acoustic prompt (needs an audio BOS)
+SYSTEMS = (GROUND_TRUTH, CODEC, VALLE, CONTINUAL, VALLE_NO_AR_PROMPT)
 SYSTEM_TITLES = {
     GROUND_TRUTH: "ground truth",
     CODEC: "codec resynthesis",
     VALLE: "VALL-E",
     CONTINUAL: "VALL-E-continual",
+    VALLE_NO_AR_PROMPT: "VALL-E, AR without acoustic prompt (ablation)",
 }
-SAMPLED_SYSTEMS = (VALLE, CONTINUAL)  # the others are deterministic: scored once, not once per seed
+# The rows computed unless `systems` says otherwise: the paper's Table 2 at full scale, plus the ablation in the
+# lab (cheap there, and what tells whether the AR takes the voice from the prompt).
+DEFAULT_SYSTEMS = (GROUND_TRUTH, CODEC, VALLE, CONTINUAL)
+DEFAULT_LAB_SYSTEMS = SYSTEMS
+SAMPLED_SYSTEMS = (VALLE, CONTINUAL, VALLE_NO_AR_PROMPT)  # the others are deterministic: scored once, not per seed
+# The VALL-E mode systems: the 3 s crop of another utterance as the prompt, its transcript as the phoneme prompt.
+CROP_PROMPT_SYSTEMS = (VALLE, VALLE_NO_AR_PROMPT)
 # Below this an output cannot be judged (the recognisers' conv stacks and the speaker models need some audio);
 # such an output counts as all words deleted and gets no similarity.
 MIN_JUDGED_SECONDS = 0.25
@@ -502,7 +517,7 @@ def _synthesize(model, processor, case: _Case, system: str, generation_kwargs: d
     import torch
 
     utterance = case.case.utterance
-    if system == VALLE:
+    if system in CROP_PROMPT_SYSTEMS:
         transcript = case.prompt_transcript()
         inputs = processor(text=utterance.text, prompt_audio=case.prompt(), prompt_text=transcript or None,
                            sampling_rate=case.rate)
@@ -510,11 +525,20 @@ def _synthesize(model, processor, case: _Case, system: str, generation_kwargs: d
         inputs = processor(text=utterance.text, prompt_audio=case.continual_prompt(), sampling_rate=case.rate)
     device = next(model.parameters()).device
     with torch.no_grad():
-        output = model.generate(**inputs.to(device), return_dict_in_generate=True, **generation_kwargs)
-    generated = output.sequences[0, : int(output.sequence_lengths[0])].cpu()
+        if system == VALLE_NO_AR_PROMPT:
+            # The AR reads the text alone (its phoneme prompt goes with the acoustic one: the transcript of a prompt
+            # it does not hear would only make it say those words first) and starts from the audio BOS; the NAR
+            # gets the VALL-E row's inputs, prompt included.
+            text_only = processor(text=utterance.text)
+            output = model.generate_ar(**text_only.to(device), return_dict_in_generate=True, **generation_kwargs)
+            sequences = model.generate_nar(**inputs.to(device), first_codebook=output.sequences)
+        else:
+            output = model.generate(**inputs.to(device), return_dict_in_generate=True, **generation_kwargs)
+            sequences = output.sequences
+    generated = sequences[0, : int(output.sequence_lengths[0])].cpu()
     capped = not bool(output.finished_with_eos[0])
     synthesis = processor.batch_decode([generated])[0]
-    if system == VALLE:
+    if system in CROP_PROMPT_SYSTEMS:
         return synthesis, synthesis, len(synthesis) / case.rate, capped
     # VALL-E-continual says the whole transcript only with its prompt in front: WER scores prompt + continuation
     # (decoded together), SPK the continuation alone (the prompt against itself would say nothing).
@@ -529,7 +553,7 @@ def _score(case: _Case, system: str, seed, recognizer, wer_audio, spk_audio, pro
         "system": system, "utterance_id": utterance.id, "speaker_id": utterance.speaker_id, "seed": seed,
         "prompt_id": utterance.id if system == CONTINUAL else case.case.prompt.id,
         "prompt_start": 0.0 if system == CONTINUAL else case.case.prompt_start,
-        "prompt_text": case.prompt_transcript() if system == VALLE else None,
+        "prompt_text": case.prompt_transcript() if system in CROP_PROMPT_SYSTEMS else None,
         "reference": utterance.text, "hypothesis": "", "spk": None, "error": None,
     }
     if len(wer_audio) >= MIN_JUDGED_SECONDS * case.rate:
@@ -549,6 +573,23 @@ def _score(case: _Case, system: str, seed, recognizer, wer_audio, spk_audio, pro
     return record
 
 
+def _runnable_systems(model, systems) -> tuple[list[str], dict[str, str]]:
+    """The requested systems this model can run, and why the others cannot (the AR without an acoustic prompt
+    starts from the audio BOS, which the paper's layout and converted lifeiteng / VALL-E X checkpoints lack)."""
+    systems = list(dict.fromkeys(systems))
+    skipped = {}
+    if VALLE_NO_AR_PROMPT in systems and not getattr(getattr(model, "config", None), "use_audio_bos", False):
+        skipped[VALLE_NO_AR_PROMPT] = "the model has no audio BOS token (config.use_audio_bos=False)"
+        systems.remove(VALLE_NO_AR_PROMPT)
+        print(f"valle evaluate: skipping the row {SYSTEM_TITLES[VALLE_NO_AR_PROMPT]!r} ({VALLE_NO_AR_PROMPT}): "
+              f"{skipped[VALLE_NO_AR_PROMPT]}, so its AR cannot start without an acoustic prompt. Only models "
+              "trained with use_audio_bos=True can run this ablation.", file=sys.stderr)
+        if not systems:
+            raise ValueError(f"nothing to evaluate: {VALLE_NO_AR_PROMPT} is the only system asked for, and "
+                             f"{skipped[VALLE_NO_AR_PROMPT]}. Choose other --systems.")
+    return systems, skipped
+
+
 def run_evaluation(
     model,
     processor,
@@ -557,7 +598,7 @@ def run_evaluation(
     speaker_judge,
     output_dir: str | Path,
     seeds: list[int] = (0, 1, 2),
-    systems: list[str] = SYSTEMS,
+    systems: list[str] = DEFAULT_SYSTEMS,
     prompt_seconds: float = 3.0,
     generation_kwargs: dict | None = None,
     settings: dict | None = None,
@@ -571,12 +612,17 @@ def run_evaluation(
     `recognizer` needs `transcribe(waveforms, sampling_rate) -> list[str]`, `speaker_judge` needs
     `embed(waveform, sampling_rate) -> vector`. `settings` describes the run (model, data, judges, ranges,
     generation options); a folder holding results of other settings is refused rather than mixed.
+
+    `systems` defaults to the paper's Table 2 rows (`DEFAULT_SYSTEMS`). The ablation `VALLE_NO_AR_PROMPT` needs a
+    model with `config.use_audio_bos=True`; for any other it is skipped with a message on stderr (recorded as
+    `skipped_systems` in the settings and noted under the table), and only a request for nothing else is an error.
     """
     from tqdm.auto import tqdm
 
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
         raise ValueError(f"unknown system(s) {unknown or systems}; choose from {list(SYSTEMS)}.")
+    systems, skipped_systems = _runnable_systems(model, systems)
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds}.")
@@ -585,7 +631,8 @@ def run_evaluation(
     generation_kwargs = dict(generation_kwargs or {})
     folder = Path(output_dir)
     settings = {**(settings or {}), "prompt_seconds": prompt_seconds, "generation": generation_kwargs,
-                "seeds": seeds, "systems": list(systems), "test_cases": len(cases)}
+                "seeds": seeds, "systems": list(systems), "skipped_systems": skipped_systems,
+                "test_cases": len(cases)}
     _check_settings(folder, settings)
     results_path = folder / RESULTS_FILE
     done = read_results(results_path)
@@ -624,7 +671,7 @@ def run_evaluation(
                 record = _score(case, system, seed, recognizer, audio, audio,
                                 lambda: case.embedding("codec_prompt", lambda: case.codec("prompt")))
             else:
-                prompt_name = "prompt" if system == VALLE else "continual_prompt"
+                prompt_name = "prompt" if system in CROP_PROMPT_SYSTEMS else "continual_prompt"
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(_generation_seed(seed, case.case.utterance.id, system))
                     if torch.cuda.is_available():
@@ -709,6 +756,9 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
                      "words cut off by the crop)",
             "valle_continual": "prompt = the first prompt_seconds of the same utterance, its whole transcript; WER on "
                                "prompt + continuation, SPK on the continuation",
+            "valle_no_ar_prompt": "ablation: the AR reads the utterance's text alone (no acoustic prompt, no prompt "
+                                  "transcript) from the audio BOS; the NAR gets the valle row's inputs (crop "
+                                  "transcript + text, the same crop); scored as the valle row",
             "spread": "sample standard deviation across seeds",
         },
         "settings": settings or {},
@@ -753,6 +803,8 @@ def markdown_table(summary: dict, include_cer: bool | None = None) -> str:
         notes.append(f"{not_transcribed} outputs too short to transcribe (counted as all words deleted)")
     if no_speaker:
         notes.append(f"{no_speaker} outputs too short to judge their speaker (left out of SPK)")
+    for system, reason in settings.get("skipped_systems", {}).items():
+        notes.append(f"{SYSTEM_TITLES.get(system, system)}: not computed, {reason}")
     return "\n".join(lines + ([""] + ["; ".join(notes) + "."] if notes else []))
 
 
@@ -771,7 +823,7 @@ def evaluate(
     asr_model: str = DEFAULT_ASR_MODEL,
     speaker_model: str = DEFAULT_SPEAKER_MODEL,
     seeds: list[int] = (0, 1, 2),
-    systems: list[str] = SYSTEMS,
+    systems: list[str] | None = None,
     min_seconds: float = 4.0,
     max_seconds: float = 10.0,
     prompt_seconds: float = 3.0,
@@ -788,7 +840,8 @@ def evaluate(
     lab corpus's held-out test speakers (`lab_dir/corpus`, split `test`) and the judges are the lab's (its CTC
     recogniser in `lab_dir/judge/model` and resemblyzer); `dataset`, `asr_model` and `speaker_model` are then
     not used. Raises `LabNotReady` when the lab is not built yet. `max_new_seconds` caps each synthesis (converted
-    to `max_new_tokens` at the codec's frame rate).
+    to `max_new_tokens` at the codec's frame rate). `systems` defaults to `DEFAULT_SYSTEMS` (the paper's Table 2),
+    or `DEFAULT_LAB_SYSTEMS` (the same plus the ablation `VALLE_NO_AR_PROMPT`) with `lab=True`.
     """
     from valle.synthesis import load_model_and_processor
 
@@ -818,6 +871,8 @@ def evaluate(
         "min_seconds": min_seconds, "max_seconds": max_seconds, "selection_seed": selection_seed, "lab": lab,
         "limit": limit, "skipped_utterances": skipped,
     }
+    if systems is None:
+        systems = DEFAULT_LAB_SYSTEMS if lab else DEFAULT_SYSTEMS
     return run_evaluation(model, processor, cases, recognizer, speaker_judge, output_dir, seeds=seeds,
                           systems=systems, prompt_seconds=prompt_seconds, generation_kwargs=generation_kwargs,
                           settings=settings, save_audio=save_audio, progress=progress)
