@@ -39,18 +39,16 @@ def trained_codec_dir(lab_dir: str) -> str:
 def publish(lab_dir: str, destination: str) -> dict:
     """Copy the trained codec (scale-free export) and judge from `lab_dir` to `destination` as fp16 folders."""
     import torch
-    from transformers import EncodecModel, Wav2Vec2ForCTC, Wav2Vec2Processor
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
-    from .codec import export_for_processor
+    from .codec import load_for_processor
 
     codec_dir = os.path.dirname(trained_codec_dir(lab_dir))
     judge_dir = os.path.join(lab_dir, "judge", "model")
     for needed in (os.path.join(codec_dir, "model"), judge_dir):
         if not os.path.isfile(os.path.join(needed, "config.json")):
             raise FileNotFoundError(f"publish: {needed} has no trained model; run `valle lab codec` / `valle lab judge` first.")
-    codec = EncodecModel.from_pretrained(os.path.join(codec_dir, "model")).eval()
-    if codec.config.normalize:
-        codec = export_for_processor(codec)
+    codec = load_for_processor(os.path.join(codec_dir, "model"))
     judge = Wav2Vec2ForCTC.from_pretrained(judge_dir).eval()
     processor = Wav2Vec2Processor.from_pretrained(judge_dir)
     for name in ("codec", "judge"):

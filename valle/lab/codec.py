@@ -315,6 +315,15 @@ def export_for_processor(model, input_rms: float = 0.1, output_rms: float = TARG
     return exported.eval()
 
 
+def load_for_processor(folder: str):
+    """A trained lab codec folder as `VallEProcessor` needs it: `export_for_processor` applied when the folder holds
+    the as-trained (`normalize=True`) codec, loaded as it is otherwise."""
+    from transformers import EncodecModel
+
+    codec = EncodecModel.from_pretrained(folder).eval()
+    return export_for_processor(codec) if codec.config.normalize else codec
+
+
 def codec_round_trip(model, waveform: torch.Tensor, bandwidth: float = 6.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch, 1, samples) -> (codes (batch, n_q, frames), resynthesis trimmed to the input length)."""
     with torch.no_grad():

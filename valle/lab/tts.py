@@ -29,17 +29,14 @@ def build_lab_processor(corpus_dir: str, codec_dir: str, output_dir: str):
     """A `VallEProcessor` whose phoneme vocabulary is built on the corpus' training transcripts and whose codec
     is the lab codec exported for scale-free use (`valle.lab.codec.export_for_processor`). Saved to `output_dir`."""
     import datasets
-    from transformers import EncodecModel
 
     from processing_valle import VallEPhonemeTokenizer, VallEProcessor
 
-    from .codec import export_for_processor
+    from .codec import load_for_processor
 
     corpus = datasets.load_from_disk(corpus_dir)
     tokenizer = VallEPhonemeTokenizer.build_vocab(corpus["train"]["text"])
-    codec = EncodecModel.from_pretrained(codec_dir).eval()
-    if codec.config.normalize:
-        codec = export_for_processor(codec)
+    codec = load_for_processor(codec_dir)
     processor = VallEProcessor(tokenizer=tokenizer, codec=codec, codec_name_or_path=None)
     processor.save_pretrained(output_dir)
     return processor
@@ -50,7 +47,6 @@ def lab_model_config(processor, **overrides):
     from configuration_valle import VallEConfig
 
     tokenizer = processor.tokenizer
-    codec = processor.codec
     settings = {
         **LAB_MODEL,
         "vocab_size": len(tokenizer),
@@ -63,7 +59,6 @@ def lab_model_config(processor, **overrides):
         "frame_rate": int(round(processor.frame_rate)),
         **overrides,
     }
-    del codec
     return VallEConfig(**settings)
 
 
@@ -76,16 +71,36 @@ def merge_decoders(ar_dir: str, nar_dir: str):
     ar_model = VallEForConditionalCodecGeneration.from_pretrained(ar_dir)
     nar_model = VallEForConditionalCodecGeneration.from_pretrained(nar_dir)
     ar_config, nar_config = ar_model.config.to_dict(), nar_model.config.to_dict()
+    # `valle train --mode` switches the other decoder's loss weight off: the merged model trains both again.
+    own = {"transformers_version", "_name_or_path", "architectures", "ar_loss_weight", "nar_loss_weight"}
     differing = sorted(key for key in set(ar_config) | set(nar_config)
-                       if key not in {"transformers_version", "_name_or_path", "architectures"}
-                       and ar_config.get(key) != nar_config.get(key))
+                       if key not in own and ar_config.get(key) != nar_config.get(key))
     if differing:
         raise ValueError(f"merge_decoders: the AR and NAR runs used different configs ({', '.join(differing)}).")
     nar_state = nar_model.state_dict()
     merged = {name: (nar_state[name] if name.startswith("nar_") else value)
               for name, value in ar_model.state_dict().items()}
     ar_model.load_state_dict(merged)
+    ar_model.config.ar_loss_weight = ar_config["ar_loss_weight"]
+    ar_model.config.nar_loss_weight = nar_config["nar_loss_weight"]
+    ar_model.requires_grad_(True)
     return ar_model.eval()
+
+
+def assemble_model(lab_dir: str, ar_dir: str, nar_dir: str, model_dir: str) -> str:
+    """`merge_decoders(ar_dir, nar_dir)` saved to `model_dir` with the recipe's processor (the phoneme vocabulary
+    of `lab_dir/tts/processor` and the lab's trained codec, scale-free). Works on `checkpoint-*` folders too."""
+    from processing_valle import VallEProcessor
+
+    from .artifacts import trained_codec_dir
+    from .codec import load_for_processor
+
+    model = merge_decoders(ar_dir, nar_dir)
+    model.save_pretrained(model_dir)
+    tokenizer = VallEProcessor.from_pretrained(os.path.join(lab_dir, "tts", "processor")).tokenizer
+    codec = load_for_processor(trained_codec_dir(lab_dir))
+    VallEProcessor(tokenizer=tokenizer, codec=codec, codec_name_or_path=None).save_pretrained(model_dir)
+    return model_dir
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -97,8 +112,9 @@ def write_json(path: str, payload: dict) -> None:
 # The recipe's training settings (`valle train` options and TrainingArguments), the same for both decoders.
 RECIPE = {
     "max_tokens": 3000,
-    # The AR process gets a core to itself; the NAR shares the other with the decoder-only codec stage.
-    "steps": {"ar": 4000, "nar": 2500},
+    # ~1.9 s per step for each decoder on one core of the 2-core CPU: ~75 min for the AR, ~50 for the NAR
+    # (which needs fewer steps: it learns acoustic detail given codebook 1, not alignment or when to stop).
+    "steps": {"ar": 2400, "nar": 1500},
     "learning_rate": 1e-3,
     "warmup_steps": 250,
     "save_steps": 250,
@@ -132,7 +148,7 @@ def has_checkpoint(output_dir: str) -> bool:
 def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc: int = 2, log=print) -> str:
     """Trains the lab VALL-E from the lab corpus and codec; every stage resumes where it stopped.
 
-    `steps`: training steps per decoder, e.g. `{"ar": 4000, "nar": 2500}` (default `RECIPE["steps"]`).
+    `steps`: training steps per decoder, e.g. `{"ar": 2400, "nar": 1500}` (default `RECIPE["steps"]`).
     `lab_dir/tts/`: processor/ -> data/train (`prepare_dataset`) -> config.json -> ar/ and nar/
     (two `valle train` processes at once, one thread each: the decoders share no weight, so training them apart
     is the same as `--mode both` with half the work per process) -> model/ (the merge, with the processor).
@@ -140,12 +156,8 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     """
     import subprocess
 
-    import torch
-
     from processing_valle import VallEProcessor
     from valle.data import prepare_dataset
-
-    from .artifacts import trained_codec_dir
 
     steps = {**RECIPE["steps"], **(steps or {})}
     corpus_dir = os.path.join(lab_dir, "corpus")
@@ -180,18 +192,8 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     if failed:
         raise RuntimeError(f"tts: training the {', '.join(failed)} decoder failed; see {tts_dir}/<mode>.log, fix, "
                            "and run the same command again to resume.")
-    model = merge_decoders(os.path.join(tts_dir, "ar"), os.path.join(tts_dir, "nar"))
-    model_dir = os.path.join(tts_dir, "model")
-    model.save_pretrained(model_dir)
-    from transformers import EncodecModel
-
-    from .codec import export_for_processor
-
-    codec = EncodecModel.from_pretrained(trained_codec_dir(lab_dir)).eval()
-    if codec.config.normalize:
-        codec = export_for_processor(codec)
-    VallEProcessor(tokenizer=processor.tokenizer, codec=codec, codec_name_or_path=None).save_pretrained(model_dir)
-    del torch
+    model_dir = assemble_model(lab_dir, os.path.join(tts_dir, "ar"), os.path.join(tts_dir, "nar"),
+                               os.path.join(tts_dir, "model"))
     log(f"tts: model in {model_dir}")
     return model_dir
 
@@ -228,9 +230,10 @@ def pick_prompts(corpus_dir: str, count: int = BUNDLE_PROMPTS, seed: int = 0,
 
 
 def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict | None = None,
-                 prompts: int = BUNDLE_PROMPTS) -> dict:
+                 prompts: int = BUNDLE_PROMPTS, model_dir: str | None = None) -> dict:
     """The built-in model folder: the merged lab VALL-E in fp16 (loads as float32), its processor with the lab
-    codec in fp16, held-out prompt voices (`prompts/<speaker>.wav` + `.txt`) and a model card."""
+    codec in fp16, held-out prompt voices (`prompts/<speaker>.wav` + `.txt`) and a model card. `model_dir`: the
+    model to bundle (default `lab_dir/tts/model`, what `valle lab tts` writes)."""
     import shutil
 
     import numpy as np
@@ -243,7 +246,7 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
     from .artifacts import save_fp16
     from .corpus import decode_audio, load_corpus
 
-    model_dir = os.path.join(lab_dir, "tts", "model")
+    model_dir = model_dir or os.path.join(lab_dir, "tts", "model")
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise FileNotFoundError(f"build_bundle: {model_dir} has no model; run `valle lab tts --dir {lab_dir}` first.")
     if os.path.isdir(destination) and os.listdir(destination):
