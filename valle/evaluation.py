@@ -57,6 +57,8 @@ DEFAULT_SPLIT = "test"
 DEFAULT_ASR_MODEL = "facebook/hubert-large-ls960-ft"
 DEFAULT_SPEAKER_MODEL = "microsoft/wavlm-base-plus-sv"
 DEFAULT_LAB_DIR = "runs/lab"
+# The trained lab recogniser as committed in the repository, used when the lab folder has none of its own.
+PUBLISHED_JUDGE = str(Path(__file__).resolve().parents[1] / "lab_artifacts" / "judge")
 
 GROUND_TRUTH, CODEC, VALLE, CONTINUAL = "ground_truth", "codec_resynthesis", "valle", "valle_continual"
 VALLE_NO_AR_PROMPT = "valle_no_ar_prompt"  # ablation: the AR without the acoustic prompt (needs an audio BOS)
@@ -388,6 +390,10 @@ def lab_setup(lab_dir: str = DEFAULT_LAB_DIR):
     """The lab corpus folder and the lab judges (recogniser, speaker similarity), or `LabNotReady` naming the fix."""
     corpus = os.path.join(lab_dir, "corpus")
     recognizer = os.path.join(lab_dir, "judge", "model")
+    if not os.path.isfile(os.path.join(recognizer, "config.json")) and os.path.isfile(
+        os.path.join(PUBLISHED_JUDGE, "config.json")
+    ):
+        recognizer = PUBLISHED_JUDGE  # the copy committed with the project (`valle lab publish`)
     if not os.path.isfile(os.path.join(corpus, "dataset_dict.json")):
         raise LabNotReady(
             f"the lab corpus {corpus} does not exist yet; build it with `valle lab corpus --dir {lab_dir}` (then "

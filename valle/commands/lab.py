@@ -10,7 +10,7 @@ import time
 NAME = "lab"
 HELP = "Offline speech lab: build the espeak corpus, train the small EnCodec and the CTC judge, report."
 
-STEPS = ("corpus", "codec", "decoder", "judge", "report", "publish", "tts", "all")
+STEPS = ("corpus", "codec", "decoder", "judge", "report", "publish", "tts", "bundle", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "alone (codes unchanged, better audio; DIR/codec_decoder); judge: train the CTC recogniser; "
              "report: measure judges and codec round trip; publish: fp16 copies of codec and judge to --to; "
              "tts: prepare the corpus with the lab codec and train the lab VALL-E (DIR/tts/model); "
-             "all: corpus, codec, judge, report in order (rebuilds the lab).",
+             "bundle: fp16 copy of that model with prompt voices to --bundle-to (the built-in model); "
+             "all: corpus, codec, judge, report, tts in order (rebuilds the lab and its VALL-E).",
     )
     parser.add_argument("--dir", default="runs/lab",
                         help="lab folder: corpus/, codec/, judge/ and report/ live under it (default: runs/lab)")
@@ -48,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--codec", default=None, help="codec folder to report on (default: DIR/codec/model)")
     group.add_argument("--judge", default=None, help="recogniser folder to report with (default: DIR/judge/model)")
     group = parser.add_argument_group("publish")
+    group.add_argument("--bundle-to", default="valle/assets/lab-valle",
+                       help="where bundle writes the built-in model folder (default: valle/assets/lab-valle)")
     group.add_argument("--to", default="lab_artifacts", help="where publish writes codec/ and judge/ (default: lab_artifacts)")
 
 
@@ -61,7 +64,7 @@ def run(args) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     paths = _paths(args)
-    steps = ["corpus", "codec", "decoder", "judge", "report", "tts"] if args.step == "all" else [args.step]
+    steps = ["corpus", "codec", "judge", "report", "tts"] if args.step == "all" else [args.step]
     started = time.time()
     for step in steps:
         if step == "corpus":
@@ -117,6 +120,11 @@ def run(args) -> int:
 
             steps = {mode: value for mode, value in (("ar", args.ar_steps), ("nar", args.nar_steps)) if value}
             run_recipe(args.dir, seed=args.seed, steps=steps, num_proc=max(1, args.workers))
+        elif step == "bundle":
+            from valle.lab.tts import build_bundle, training_summary
+
+            summary = build_bundle(args.dir, args.bundle_to, seed=args.seed, training=training_summary(args.dir))
+            print(f"bundle: {args.bundle_to} {summary['bytes']}, voices: {[p['name'] for p in summary['prompts']]}")
         elif step == "publish":
             from valle.lab.artifacts import publish
 

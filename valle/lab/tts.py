@@ -128,7 +128,7 @@ def train_command(mode: str, data_dir: str, config_path: str, processor_dir: str
 
     command = [
         sys.executable, "-m", "valle", "train", "--model", config_path, "--processor", processor_dir,
-        "--mode", mode, "--max-tokens", str(RECIPE["max_tokens"]), "--dataset-name", "valle-lab (espeak, offline)",
+        "--mode", mode, "--max-tokens", str(RECIPE["max_tokens"]),
     ]
     if resume:
         command.append("--resume")
@@ -196,6 +196,28 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
                                os.path.join(tts_dir, "model"))
     log(f"tts: model in {model_dir}")
     return model_dir
+
+
+def training_summary(lab_dir: str) -> dict:
+    """What the recipe's two trainings did, from their last checkpoints: steps, last logged loss, hours of audio
+    seen per decoder; for the card and `lab_bundle.json`."""
+    summary = {"recipe": f"valle lab tts --dir {lab_dir} (seed 0; two processes, one CPU thread each)",
+               "max tokens per batch (frames)": RECIPE["max_tokens"], "peak learning rate": RECIPE["learning_rate"],
+               "learning-rate schedule": f"cosine, {RECIPE['warmup_steps']} warm-up steps"}
+    for mode in ("ar", "nar"):
+        folder = os.path.join(lab_dir, "tts", mode)
+        checkpoints = sorted((name for name in os.listdir(folder) if name.startswith("checkpoint-")),
+                             key=lambda name: int(name.split("-")[1])) if os.path.isdir(folder) else []
+        if not checkpoints:
+            continue
+        with open(os.path.join(folder, checkpoints[-1], "trainer_state.json")) as handle:
+            state = json.load(handle)
+        losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+        summary[f"{mode.upper()} steps"] = state["global_step"]
+        summary[f"{mode.upper()} epochs"] = round(float(state.get("epoch", 0.0)), 2)
+        if losses:
+            summary[f"{mode.upper()} final training loss"] = round(float(losses[-1]), 3)
+    return summary
 
 
 BUNDLE_PROMPTS = 4  # held-out voices shipped as ready-made prompts
