@@ -386,14 +386,21 @@ class LabNotReady(RuntimeError):
     """The lab's artefacts or optional packages are missing; the message says what to run or install."""
 
 
+def lab_recognizer_dir(lab_dir: str = DEFAULT_LAB_DIR) -> str:
+    """The lab folder's own recogniser (`valle lab judge`), else the copy committed with the project
+    (`lab_artifacts/judge`, written by `valle lab publish`)."""
+    own = os.path.join(lab_dir, "judge", "model")
+    if not os.path.isfile(os.path.join(own, "config.json")) and os.path.isfile(
+        os.path.join(PUBLISHED_JUDGE, "config.json")
+    ):
+        return PUBLISHED_JUDGE
+    return own
+
+
 def lab_setup(lab_dir: str = DEFAULT_LAB_DIR):
     """The lab corpus folder and the lab judges (recogniser, speaker similarity), or `LabNotReady` naming the fix."""
     corpus = os.path.join(lab_dir, "corpus")
-    recognizer = os.path.join(lab_dir, "judge", "model")
-    if not os.path.isfile(os.path.join(recognizer, "config.json")) and os.path.isfile(
-        os.path.join(PUBLISHED_JUDGE, "config.json")
-    ):
-        recognizer = PUBLISHED_JUDGE  # the copy committed with the project (`valle lab publish`)
+    recognizer = lab_recognizer_dir(lab_dir)
     if not os.path.isfile(os.path.join(corpus, "dataset_dict.json")):
         raise LabNotReady(
             f"the lab corpus {corpus} does not exist yet; build it with `valle lab corpus --dir {lab_dir}` (then "
@@ -855,7 +862,7 @@ def evaluate(
         data_path, recognizer, speaker_judge = lab_setup(lab_dir)
         utterances = load_utterances(data_path, split="test")
         data = f"lab corpus {data_path}, test split"
-        asr_name, speaker_name = os.path.join(lab_dir, "judge", "model"), "resemblyzer VoiceEncoder"
+        asr_name, speaker_name = lab_recognizer_dir(lab_dir), "resemblyzer VoiceEncoder"
     else:
         utterances = load_utterances(dataset, dataset_config, split, **(columns or {}))
         data = f"{dataset} {dataset_config or ''} {split}".replace("  ", " ").strip() if not os.path.isdir(dataset) \
