@@ -282,12 +282,18 @@ def test_bad_input_is_named(lab_like, tmp_path, capsys):
     assert_cli_error(capsys, [_evaluate_args(lab_like, tmp_path / "d", "--split", "dev")], "no split 'dev'")
 
 
-def test_lab_mode_names_the_command_that_builds_what_is_missing(lab_like, tmp_path, capsys):
+def test_lab_mode_names_the_command_that_builds_what_is_missing(lab_like, tmp_path, capsys, monkeypatch):
+    import valle.evaluation as evaluation
+
     lab = tmp_path / "lab"
     args = ["evaluate", "--lab", "--lab-dir", str(lab), "--model", lab_like["model"], "--out", str(tmp_path / "o")]
     assert main(args) == 2
     assert f"valle lab corpus --dir {lab}" in capsys.readouterr().err
     _save_dataset(lab / "corpus", _rows(24000, with_duration=True), 24000, extra_columns=("duration",))
+    # The committed recogniser stands in for a missing one; without it, the command to train one is named.
+    assert evaluation.lab_recognizer_dir(str(lab)) == evaluation.PUBLISHED_JUDGE
+    monkeypatch.setattr(evaluation, "PUBLISHED_JUDGE", str(tmp_path / "no-published-judge"))
+    assert evaluation.lab_recognizer_dir(str(lab)) == str(lab / "judge" / "model")
     assert main(args) == 2
     assert f"valle lab judge --dir {lab}" in capsys.readouterr().err
 
