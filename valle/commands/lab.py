@@ -58,7 +58,6 @@ def _paths(args):
     return {name: os.path.join(args.dir, name) for name in ("corpus", "codec", "codec_decoder", "judge", "report")}
 
 
-
 def run(args) -> int:
     import torch
 

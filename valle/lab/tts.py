@@ -2,7 +2,7 @@
 
 The recipe (`valle lab tts`, see README "The built-in model") is the project's ordinary tools run on the lab
 corpus: `build_lab_processor` -> `valle prepare` -> `valle train` (AR and NAR as two processes, one core each)
--> `merge_decoders` -> `save_bundle`.
+-> `merge_decoders` / `assemble_model` -> `build_bundle` (`valle lab bundle`).
 """
 
 from __future__ import annotations
