@@ -61,3 +61,13 @@ def test_builtin_model_says_the_text(loaded, tmp_path):
 
 # The committed model scores 0.77-0.79 on this sentence (seeds 0-2); README "Lab results" has the full picture.
 CER_BOUND = 0.85
+
+
+def test_bundle_code_files_are_the_projects():
+    """The folder carries the model code for trust_remote_code loading; it must be today's code, not a stale copy
+    (rebuild with `valle lab bundle --dir runs/lab`, or copy the three files, after changing them)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("configuration_valle.py", "modeling_valle.py", "processing_valle.py"):
+        assert (builtin_model_dir() / name).read_text() == (root / name).read_text(), name

@@ -30,14 +30,19 @@ def build_lab_processor(corpus_dir: str, codec_dir: str, output_dir: str):
     is the lab codec exported for scale-free use (`valle.lab.codec.export_for_processor`). Saved to `output_dir`."""
     import datasets
 
-    from processing_valle import VallEPhonemeTokenizer, VallEProcessor
+    from processing_valle import VallEPhonemeTokenizer
+
+    corpus = datasets.load_from_disk(corpus_dir)
+    return _save_processor(VallEPhonemeTokenizer.build_vocab(corpus["train"]["text"]), codec_dir, output_dir)
+
+
+def _save_processor(tokenizer, codec_dir: str, output_dir: str):
+    """`VallEProcessor(tokenizer, the lab codec of codec_dir made scale-free)`, saved with the codec inside."""
+    from processing_valle import VallEProcessor
 
     from .codec import load_for_processor
 
-    corpus = datasets.load_from_disk(corpus_dir)
-    tokenizer = VallEPhonemeTokenizer.build_vocab(corpus["train"]["text"])
-    codec = load_for_processor(codec_dir)
-    processor = VallEProcessor(tokenizer=tokenizer, codec=codec, codec_name_or_path=None)
+    processor = VallEProcessor(tokenizer=tokenizer, codec=load_for_processor(codec_dir), codec_name_or_path=None)
     processor.save_pretrained(output_dir)
     return processor
 
@@ -93,20 +98,12 @@ def assemble_model(lab_dir: str, ar_dir: str, nar_dir: str, model_dir: str) -> s
     from processing_valle import VallEProcessor
 
     from .artifacts import trained_codec_dir
-    from .codec import load_for_processor
 
     model = merge_decoders(ar_dir, nar_dir)
     model.save_pretrained(model_dir)
     tokenizer = VallEProcessor.from_pretrained(os.path.join(lab_dir, "tts", "processor")).tokenizer
-    codec = load_for_processor(trained_codec_dir(lab_dir))
-    VallEProcessor(tokenizer=tokenizer, codec=codec, codec_name_or_path=None).save_pretrained(model_dir)
+    _save_processor(tokenizer, trained_codec_dir(lab_dir), model_dir)
     return model_dir
-
-
-def write_json(path: str, payload: dict) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(payload, handle, indent=1)
 
 
 # The recipe's training settings (`valle train` options and TrainingArguments), the same for both decoders.
@@ -299,7 +296,8 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
         prompts.append({"name": name, "text": row["text"], "seconds": round(row["duration"], 2), "source": row["id"]})
 
     summary = {"bytes": sizes, "prompts": prompts, **({"training": training} if training else {})}
-    write_json(os.path.join(destination, "lab_bundle.json"), summary)
+    with open(os.path.join(destination, "lab_bundle.json"), "w") as handle:
+        json.dump(summary, handle, indent=1)
     info = {"data": "the offline lab corpus (espeak-ng voices, synthetic sentences; `valle lab corpus`)",
             "codec": "the lab EnCodec (24 kHz, 8 x 1024 codes, 6 kbps), not facebook/encodec_24khz"}
     if training:
