@@ -186,6 +186,13 @@ def test_resume_from_checkpoint_continues_the_same_run(tmp_path):
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
+    # Resuming the finished run trains nothing more: no step 11, weights untouched.
+    again = train(tiny_valle_model(seed=5), quiet_args(tmp_path / "b", **common), data, max_tokens=48,
+                  resume_from_checkpoint=True)
+    assert again.state.global_step == 10 and not (tmp_path / "b" / "checkpoint-11").exists()
+    for (name, a), b in zip(resumed.model.state_dict().items(), again.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
 
 @pytest.mark.parametrize("mode", ["ar", "nar"])
 def test_single_decoder_modes_train_only_that_decoder(tmp_path, mode):

@@ -195,6 +195,11 @@ class VallETrainer(Trainer):
         return self._budget_dataloader(dataset, sampler, training=False)
 
     def _run_epoch(self, *args, **kwargs):
+        # Trainer checks `max_steps` only after a step, so resuming a run that already reached it would train one
+        # step more (and save checkpoint-<max_steps + 1>): a finished run stays finished.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
         # Trainer (5.24) reaches a batch sampler's `set_epoch` through Accelerate's wrappers, also in a resumed
         # epoch; setting it here as well keeps the epoch order right should that chain of wrappers change.
         epoch = kwargs.get("epoch")
