@@ -38,6 +38,25 @@ def decoder_matmul_flops(sizes: dict, batch: int, length: int) -> int:
     return layers * (projections + attention)
 
 
+def profile_top_ops(run, top: int = 10) -> list[dict]:
+    """Runs `run()` once under `torch.profiler` (CPU) and returns the `top` operators by self CPU time: name,
+    calls, self ms and share of the total self time (the format of the NAR's `profile_one_pass_top_ops`)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        run()
+    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [
+        {"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total}
+        for e in events[:top]
+    ]
+
+
+def check_target(value: float, bound: float, direction: str) -> dict:
+    """{value, target, met}: `direction` is "<=" (at most) or ">=" (at least)."""
+    met = value <= bound if direction == "<=" else value >= bound
+    return {"value": value, "target": f"{direction} {bound:g}", "met": bool(met)}
+
+
 def write(results: dict, name: str, out: str | None) -> str:
     results.setdefault("machine", {})["loadavg_at_end"] = list(os.getloadavg())
     out = out or os.path.join(BENCHMARKS, "results", f"{name}.json")

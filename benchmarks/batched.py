@@ -21,14 +21,51 @@ import time
 import torch
 
 from _common import add_common_arguments, build_model, machine, write
+from ar_decoding import profile_cached_step
 from end_to_end import StageTimer
+
+
+def batch_inputs(config, batch: int, phonemes: int, prompt_frames: int):
+    generator = torch.Generator().manual_seed(batch)
+    input_ids = torch.randint(3, config.vocab_size, (batch, phonemes), generator=generator)
+    prompt = torch.randint(0, config.codebook_size, (batch, prompt_frames, config.num_codebooks), generator=generator)
+    return input_ids, prompt
+
+
+def nar_batched_vs_items(model, batch: int, phonemes: int, prompt_frames: int, frames: int) -> dict:
+    """The NAR's 7 passes for `batch` items at once vs one item at a time (same inputs, same outputs checked)."""
+    import time
+
+    input_ids, prompt = batch_inputs(model.config, batch, phonemes, prompt_frames)
+    first = torch.randint(0, model.config.codebook_size, (batch, frames), generator=torch.Generator().manual_seed(3))
+    lengths = torch.full((batch,), frames)
+    phoneme_mask = torch.ones_like(input_ids, dtype=torch.bool)
+    prompt_mask = torch.ones(prompt.shape[:2], dtype=torch.bool)
+
+    def nar(rows):
+        return model._generate_other_codebooks(
+            input_ids[rows], phoneme_mask[rows], None, prompt[rows], prompt_mask[rows], first[rows], lengths[rows]
+        )
+
+    start = time.perf_counter()
+    together = nar(slice(None))
+    batched_s = time.perf_counter() - start
+    start = time.perf_counter()
+    alone = torch.cat([nar(slice(i, i + 1)) for i in range(batch)])
+    items_s = time.perf_counter() - start
+    return {
+        "batch": batch,
+        "frames": frames,
+        "batched_s": batched_s,
+        "item_by_item_s": items_s,
+        "item_by_item_over_batched": items_s / batched_s,
+        "same_codes_fraction": float((together == alone).float().mean()),
+    }
 
 
 def run_batch(model, batch: int, phonemes: int, prompt_frames: int, frames: int) -> dict:
     config = model.config
-    generator = torch.Generator().manual_seed(batch)
-    input_ids = torch.randint(3, config.vocab_size, (batch, phonemes), generator=generator)
-    prompt = torch.randint(0, config.codebook_size, (batch, prompt_frames, config.num_codebooks), generator=generator)
+    input_ids, prompt = batch_inputs(config, batch, phonemes, prompt_frames)
     ar, nar = StageTimer(model, "_generate_first_codebook"), StageTimer(model, "_generate_other_codebooks")
     try:
         start = time.perf_counter()
@@ -71,6 +108,15 @@ def benchmark(config_name: str, args) -> dict:
                 f"{row['ar_ms_per_step']:.1f} ms/step; NAR {row['nar_s']:.1f} s)",
                 flush=True,
             )
+        # Where a batch-1 and a batch-16 AR step spend their time (top operators by self CPU time).
+        profiles = {
+            f"batch_{batch}": profile_cached_step(model, *batch_inputs(model.config, batch, args.phonemes, prompt_frames))
+            for batch in (1, 16)
+        }
+        nar_comparison = None
+        if args.compare_nar:
+            nar_batch = max([b for b in batches if b <= 16] or batches[:1])
+            nar_comparison = nar_batched_vs_items(model, nar_batch, args.phonemes, prompt_frames, frames)
     base = rows[0]
     for row in rows:
         row["throughput_vs_batch1"] = row["audio_s_per_wall_s"] / base["audio_s_per_wall_s"]
@@ -83,7 +129,10 @@ def benchmark(config_name: str, args) -> dict:
         "phonemes": args.phonemes,
         "rows": rows,
         "target": {"batch16_throughput_vs_batch1_at_least": 8.0},
+        "profile_ar_step_top_ops": profiles,
     }
+    if nar_comparison is not None:
+        result["nar_batched_vs_item_by_item"] = nar_comparison
     if skipped:
         result["skipped_batches"] = {"batches": skipped, "why": "--quick: paper size at batch 64 takes tens of minutes on this CPU"}
     return result
@@ -96,6 +145,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=None, help="seconds generated per item (default 10, quick 1)")
     parser.add_argument("--prompt-seconds", type=float, default=None, help="default 3, quick 1")
     parser.add_argument("--phonemes", type=int, default=None, help="default 150, quick 30")
+    parser.add_argument("--no-compare-nar", dest="compare_nar", action="store_false",
+                        help="skip timing the NAR item by item against the batched NAR (largest batch <= 16)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -19,7 +19,9 @@ import argparse
 
 import torch
 
-from _common import add_common_arguments, best_seconds, build_model, decoder_matmul_flops, gemm_rate, machine, write
+from _common import (
+    add_common_arguments, best_seconds, build_model, decoder_matmul_flops, gemm_rate, machine, profile_top_ops, write,
+)
 from ar_decoding import make_inputs
 
 
@@ -51,14 +53,7 @@ def profile_one_pass(model, input_ids, prompt, first_codebook, top: int = 8) -> 
         [model._nar_embed_codes(prompt, model.config.num_codebooks), model.nar_audio_embeddings[0](first_codebook)], dim=1
     )
     audio_mask = torch.ones(embeds.shape[:2], dtype=torch.bool)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
-        model._nar_forward(phonemes, phoneme_mask, embeds, audio_mask, 1)
-    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    return [
-        {"op": e.key, "self_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total, "calls": e.count}
-        for e in events[:top]
-    ]
+    return profile_top_ops(lambda: model._nar_forward(phonemes, phoneme_mask, embeds, audio_mask, 1), top)
 
 
 def benchmark(config_name: str, args) -> dict:
