@@ -319,9 +319,9 @@ def test_lab_mode_runs_with_the_lab_judges(lab_like, tmp_path, capsys):
     printed = captured.out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["lab"] is True and summary["settings"]["speaker_model"] == "resemblyzer VoiceEncoder"
-    # The lab's default rows include the ablation, skipped here: this random model has no audio BOS.
+    # The lab's default rows include the ablations; the AR one is skipped here: this random model has no audio BOS.
     assert list(summary["settings"]["skipped_systems"]) == ["valle_no_ar_prompt"] and "skipping the row" in captured.err
-    assert len(summary["results"]) == 2 * 4 and all(-1 <= r["spk"] <= 1 for r in summary["results"])
+    assert len(summary["results"]) == 2 * 5 and all(-1 <= r["spk"] <= 1 for r in summary["results"])
     assert "| system (lab corpus" in printed and "| WER | CER | SPK |" in printed  # the lab table adds CER
     for record in summary["results"]:  # --save-audio: every scored output, at its recorded length
         audio, rate = sf.read(out / record["audio_path"])
@@ -506,14 +506,58 @@ def test_ablation_row_is_skipped_for_models_without_an_audio_bos(lab_like, tmp_p
                      "nothing to evaluate: valle_no_ar_prompt is the only system asked for")
 
 
+def test_nar_ablation_row_uses_the_recordings_first_codebook_once(lab_like, tmp_path, capsys):
+    """The paper's NAR ablation: codebook 1 of the recording's own codes, the NAR fills the rest with the VALL-E
+    row's prompts; deterministic, so scored once (no seeds), as long as the recording, and reproducible by hand."""
+    import torch
+
+    from modeling_valle import VallEForConditionalCodecGeneration
+    from processing_valle import VallEProcessor
+    from valle.evaluation import load_utterances
+
+    out = tmp_path / "nar"
+    args = _evaluate_args(lab_like, out, "--limit", "2", "--seeds", "2", "--save-audio",
+                          "--systems", "valle,nar_ground_truth_first")
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(row["title"], row["seeds"]) for row in summary["table"]] == [
+        ("VALL-E", [0, 1]), ("NAR on ground-truth codebook 1, both prompts (ablation)", [None])]
+    results = summary["results"]
+    valle = {r["utterance_id"]: r for r in results if r["system"] == "valle" and r["seed"] == 0}
+    ablation = [r for r in results if r["system"] == "nar_ground_truth_first"]
+    assert len(ablation) == 2 and sorted(r["utterance_id"] for r in ablation) == sorted(valle)
+    model = VallEForConditionalCodecGeneration.from_pretrained(lab_like["model"]).eval()
+    processor = VallEProcessor.from_pretrained(lab_like["model"])
+    rate = processor.sampling_rate
+    for record in ablation:
+        for name in ("prompt_id", "prompt_start", "prompt_text"):
+            assert record[name] == valle[record["utterance_id"]][name], name
+        assert record["seed"] is None and record["reached_cap"] is False
+        written, _ = sf.read(out / record["audio_path"], dtype="float32")
+        # By hand: the recording's codes, its codebook 1 through generate_nar with the crop and its transcript.
+        (target,) = [u for u in load_utterances(lab_like["data"]) if u.id == record["utterance_id"]]
+        (source,) = [u for u in load_utterances(lab_like["data"]) if u.id == record["prompt_id"]]
+        start = int(round(record["prompt_start"] * rate))
+        crop = source.load(rate)[start : start + 3 * rate]
+        codes = processor.encode_audio(target.load(rate), sampling_rate=rate)
+        inputs = processor(text=target.text, prompt_audio=crop, prompt_text=record["prompt_text"] or None,
+                           sampling_rate=rate)
+        filled = model.generate_nar(**inputs, first_codebook=codes[None, :, 0])
+        assert torch.equal(filled[0, :, 0], codes[:, 0])
+        expected = processor.batch_decode([filled[0]])[0]
+        assert len(written) == len(expected) and record["audio_seconds"] == round(len(expected) / rate, 3)
+        np.testing.assert_allclose(written, expected, atol=2e-4)  # PCM_16 on disk
+
+
 def test_default_systems_full_scale_and_lab():
     import argparse
 
     from valle.commands.evaluate import add_arguments
-    from valle.evaluation import DEFAULT_LAB_SYSTEMS, DEFAULT_SYSTEMS, SYSTEMS, VALLE_NO_AR_PROMPT
+    from valle.evaluation import (DEFAULT_LAB_SYSTEMS, DEFAULT_SYSTEMS, NAR_GROUND_TRUTH_FIRST, SYSTEMS,
+                                  VALLE_NO_AR_PROMPT)
 
     assert DEFAULT_SYSTEMS == ("ground_truth", "codec_resynthesis", "valle", "valle_continual")
-    assert DEFAULT_LAB_SYSTEMS == SYSTEMS == DEFAULT_SYSTEMS + (VALLE_NO_AR_PROMPT,)
+    assert DEFAULT_LAB_SYSTEMS == SYSTEMS == DEFAULT_SYSTEMS + (VALLE_NO_AR_PROMPT, NAR_GROUND_TRUTH_FIRST)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert parser.parse_args(["--model", "m"]).systems is None  # evaluate() then picks by --lab

@@ -12,7 +12,10 @@ For every test utterance of 4-10 s:
   exactly the VALL-E row's inputs (prompt transcript + text, the same 3 s crop). Only models with
   `config.use_audio_bos=True` can run it; for others (the paper's layout, converted lifeiteng / VALL-E X
   checkpoints) the row is skipped with a message. Computed by default in the lab, on request (`--systems`) at
-  full scale.
+  full scale;
+- NAR on ground-truth codebook 1 (the paper's NAR ablation with both prompts, WER 2.8 / SPK 0.732 there): codebook
+  1 is the recording's own, the NAR fills the others with the VALL-E row's prompts. Deterministic (scored once),
+  it shows what the NAR can do when the AR is perfect; in the lab by default, on request at full scale.
 
 Two judges score each output:
 
@@ -62,21 +65,23 @@ PUBLISHED_JUDGE = str(Path(__file__).resolve().parents[1] / "lab_artifacts" / "j
 
 GROUND_TRUTH, CODEC, VALLE, CONTINUAL = "ground_truth", "codec_resynthesis", "valle", "valle_continual"
 VALLE_NO_AR_PROMPT = "valle_no_ar_prompt"  # ablation: the AR without the acoustic prompt (needs an audio BOS)
-SYSTEMS = (GROUND_TRUTH, CODEC, VALLE, CONTINUAL, VALLE_NO_AR_PROMPT)
+NAR_GROUND_TRUTH_FIRST = "nar_ground_truth_first"  # ablation: the NAR alone, on the recording's own codebook 1
+SYSTEMS = (GROUND_TRUTH, CODEC, VALLE, CONTINUAL, VALLE_NO_AR_PROMPT, NAR_GROUND_TRUTH_FIRST)
 SYSTEM_TITLES = {
     GROUND_TRUTH: "ground truth",
     CODEC: "codec resynthesis",
     VALLE: "VALL-E",
     CONTINUAL: "VALL-E-continual",
     VALLE_NO_AR_PROMPT: "VALL-E, AR without acoustic prompt (ablation)",
+    NAR_GROUND_TRUTH_FIRST: "NAR on ground-truth codebook 1, both prompts (ablation)",
 }
-# The rows computed unless `systems` says otherwise: the paper's Table 2 at full scale, plus the ablation in the
-# lab (cheap there, and what tells whether the AR takes the voice from the prompt).
+# The rows computed unless `systems` says otherwise: the paper's Table 2 at full scale, plus the ablations in the
+# lab (cheap there; they tell whether the AR takes the voice from the prompt, and what the NAR adds on its own).
 DEFAULT_SYSTEMS = (GROUND_TRUTH, CODEC, VALLE, CONTINUAL)
 DEFAULT_LAB_SYSTEMS = SYSTEMS
 SAMPLED_SYSTEMS = (VALLE, CONTINUAL, VALLE_NO_AR_PROMPT)  # the others are deterministic: scored once, not per seed
 # The VALL-E mode systems: the 3 s crop of another utterance as the prompt, its transcript as the phoneme prompt.
-CROP_PROMPT_SYSTEMS = (VALLE, VALLE_NO_AR_PROMPT)
+CROP_PROMPT_SYSTEMS = (VALLE, VALLE_NO_AR_PROMPT, NAR_GROUND_TRUTH_FIRST)
 # Below this an output cannot be judged (the recognisers' conv stacks and the speaker models need some audio);
 # such an output counts as all words deleted and gets no similarity.
 MIN_JUDGED_SECONDS = 0.25
@@ -514,12 +519,14 @@ class _Case:
     def continual_prompt(self):  # VALL-E-continual: the first seconds of the utterance itself
         return self._once("continual_prompt", lambda: self.target()[: self.prompt_samples])
 
-    def codec(self, name: str) -> np.ndarray:
+    def codes(self, name: str):
+        """The codec's codes of `target`, `prompt` or `continual_prompt`, shape (frames, codebooks)."""
         source = getattr(self, name)
-        def round_trip():
-            codes = self.processor.encode_audio(source(), sampling_rate=self.rate)
-            return self.processor.batch_decode([codes])[0][: len(source())]
-        return self._once(f"codec_{name}", round_trip)
+        return self._once(f"codes_{name}", lambda: self.processor.encode_audio(source(), sampling_rate=self.rate))
+
+    def codec(self, name: str) -> np.ndarray:
+        length = len(getattr(self, name)())
+        return self._once(f"codec_{name}", lambda: self.processor.batch_decode([self.codes(name)])[0][:length])
 
     def embedding(self, name: str, audio: Callable[[], np.ndarray]):
         return self._once(f"embedding_{name}", lambda: self.speaker_judge.embed(audio(), self.rate))
@@ -538,6 +545,13 @@ def _synthesize(model, processor, case: _Case, system: str, generation_kwargs: d
         inputs = processor(text=utterance.text, prompt_audio=case.continual_prompt(), sampling_rate=case.rate)
     device = next(model.parameters()).device
     with torch.no_grad():
+        if system == NAR_GROUND_TRUTH_FIRST:
+            # The paper's NAR ablation: codebook 1 is the recording's own, the NAR (greedy, deterministic) fills the
+            # others with the VALL-E row's prompts. What the NAR can do when the AR is perfect.
+            first = case.codes("target")[None, :, 0].to(device)
+            sequences = model.generate_nar(**inputs.to(device), first_codebook=first)
+            synthesis = processor.batch_decode([sequences[0].cpu()])[0]
+            return synthesis, synthesis, len(synthesis) / case.rate, False
         if system == VALLE_NO_AR_PROMPT:
             # The AR reads the text alone (its phoneme prompt goes with the acoustic one: the transcript of a prompt
             # it does not hear would only make it say those words first) and starts from the audio BOS; the NAR
@@ -772,6 +786,9 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
             "valle_no_ar_prompt": "ablation: the AR reads the utterance's text alone (no acoustic prompt, no prompt "
                                   "transcript) from the audio BOS; the NAR gets the valle row's inputs (crop "
                                   "transcript + text, the same crop); scored as the valle row",
+            "nar_ground_truth_first": "ablation (the paper's NAR with both prompts): codebook 1 of the recording's own "
+                                      "codes, codebooks 2-8 by the NAR (greedy) with the valle row's prompts; scored "
+                                      "once, as the valle row",
             "spread": "sample standard deviation across seeds",
         },
         "settings": settings or {},
@@ -854,7 +871,7 @@ def evaluate(
     recogniser in `lab_dir/judge/model` and resemblyzer); `dataset`, `asr_model` and `speaker_model` are then
     not used. Raises `LabNotReady` when the lab is not built yet. `max_new_seconds` caps each synthesis (converted
     to `max_new_tokens` at the codec's frame rate). `systems` defaults to `DEFAULT_SYSTEMS` (the paper's Table 2),
-    or `DEFAULT_LAB_SYSTEMS` (the same plus the ablation `VALLE_NO_AR_PROMPT`) with `lab=True`.
+    or `DEFAULT_LAB_SYSTEMS` (the same plus the ablations) with `lab=True`.
     """
     from valle.synthesis import load_model_and_processor
 
