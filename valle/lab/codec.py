@@ -458,8 +458,8 @@ def train_codec(
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         step += 1
-        for key, value in (("loss", loss.detach()), ("wave", wave_term), ("mel", mel_term), ("commit", commitment)):
-            window[key] += float(value)
+        for key, value in (("loss", loss), ("wave", wave_term), ("mel", mel_term), ("commit", commitment)):
+            window[key] += float(value.detach())
         window["n"] += 1
         if step % log_every == 0:
             now = time.time()
