@@ -59,7 +59,8 @@ def test_builtin_model_says_the_text(loaded, tmp_path):
     assert cer < CER_BOUND, f"the built-in model said {heard!r} (CER {cer:.2f})"
 
 
-# The committed model scores 0.77-0.79 on this sentence (seeds 0-2); README "Lab results" has the full picture.
+# The committed model scores 0.75-0.83 on this sentence (seeds 0-2; 0.75 with seed 0, as here); README "Lab results"
+# has the full picture.
 CER_BOUND = 0.85
 
 
