@@ -110,6 +110,14 @@ def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
     with pytest.raises(ValueError, match="only 1 held-out speakers"):
         pick_prompts(str(tiny_lab / "corpus"), count=2, min_seconds=0.1, max_seconds=60)
 
+    # The lab's codec, then its decoder-only stage: the bundle carries the latter (same codes, better audio).
+    from transformers import EncodecModel
+
+    for seed, stage in ((0, "codec"), (1, "codec_decoder")):
+        torch.manual_seed(seed)
+        codec = EncodecModel(small_encodec_config())
+        codec.encoder.layers[0].conv.bias.data.zero_()  # as train_codec keeps it (scale-free export)
+        codec.save_pretrained(tiny_lab / stage / "model")
     summary = build_bundle(str(tiny_lab), str(tmp_path / "bundle"), training={"steps": 7}, prompts=1)
     bundle = tmp_path / "bundle"
     assert summary["training"] == {"steps": 7}
@@ -123,6 +131,10 @@ def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
     for (name, a), b in zip(model.state_dict().items(), original_model.state_dict().values()):
         torch.testing.assert_close(a, b.half().float(), rtol=0, atol=0, msg=name)
     processor = VallEProcessor.from_pretrained(bundle)
-    assert processor.codec is not None
+    from valle.lab.codec import load_for_processor
+
+    decoder_stage = load_for_processor(str(tiny_lab / "codec_decoder" / "model")).state_dict()
+    for name, value in processor.codec.state_dict().items():
+        torch.testing.assert_close(value, decoder_stage[name].half().float(), rtol=0, atol=0, msg=name)
     card = (bundle / "README.md").read_text()
     assert "VALL-E lab" in card and "espeak" in card

@@ -250,8 +250,8 @@ def pick_prompts(corpus_dir: str, count: int = BUNDLE_PROMPTS, seed: int = 0,
 
 def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict | None = None,
                  prompts: int = BUNDLE_PROMPTS, model_dir: str | None = None) -> dict:
-    """The built-in model folder: the merged lab VALL-E in fp16 (loads as float32), its processor with the lab
-    codec in fp16, held-out prompt voices (`prompts/<speaker>.wav` + `.txt`) and a model card. `model_dir`: the
+    """The built-in model folder: the merged lab VALL-E in fp16 (loads as float32), its processor with the lab's
+    current codec (`trained_codec_dir`) in fp16, held-out prompt voices (`prompts/<speaker>.wav` + `.txt`) and a model card. `model_dir`: the
     model to bundle (default `lab_dir/tts/model`, what `valle lab tts` writes)."""
     import shutil
 
@@ -262,7 +262,8 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
     from modeling_valle import VallEForConditionalCodecGeneration
     from processing_valle import VallEProcessor
 
-    from .artifacts import save_fp16
+    from .artifacts import save_fp16, trained_codec_dir
+    from .codec import load_for_processor
     from .corpus import decode_audio, load_corpus
 
     model_dir = model_dir or os.path.join(lab_dir, "tts", "model")
@@ -274,7 +275,10 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
                                   "empty or new folder (nothing was changed).")
         shutil.rmtree(destination)  # an earlier bundle: replaced as a whole
     model = VallEForConditionalCodecGeneration.from_pretrained(model_dir).eval()
-    processor = VallEProcessor.from_pretrained(model_dir)
+    # The lab's current codec rather than the one saved with the model: after `valle lab decoder` that is the
+    # decoder-trained codec, which makes the very same codes and better audio.
+    processor = VallEProcessor(tokenizer=VallEProcessor.from_pretrained(model_dir).tokenizer,
+                               codec=load_for_processor(trained_codec_dir(lab_dir)), codec_name_or_path=None)
     sizes = {"model": save_fp16(model, destination)}
     processor.save_pretrained(destination)
     codec_dir = os.path.join(destination, "codec")
