@@ -251,8 +251,8 @@ def pick_prompts(corpus_dir: str, count: int = BUNDLE_PROMPTS, seed: int = 0,
 def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict | None = None,
                  prompts: int = BUNDLE_PROMPTS, model_dir: str | None = None) -> dict:
     """The built-in model folder: the merged lab VALL-E in fp16 (loads as float32), its processor with the lab's
-    current codec (`trained_codec_dir`) in fp16, held-out prompt voices (`prompts/<speaker>.wav` + `.txt`) and a model card. `model_dir`: the
-    model to bundle (default `lab_dir/tts/model`, what `valle lab tts` writes)."""
+    current codec (`trained_codec_dir`) in fp16, held-out prompt voices (`prompts/<speaker>.wav` + `.txt`) and a
+    model card. `model_dir`: the model to bundle (default `lab_dir/tts/model`, what `valle lab tts` writes)."""
     import shutil
 
     import numpy as np
