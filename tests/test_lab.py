@@ -101,8 +101,10 @@ TINY = CorpusConfig(seed=3, train_speakers=1, validation_speakers=1, test_speake
                     validation_variants=1, test_variants=1)
 
 
-def test_tiny_corpus_is_deterministic_with_disjoint_speakers(tmp_path):
+def test_tiny_corpus_is_deterministic_with_disjoint_speakers(tmp_path, monkeypatch):
     first = build_corpus(TINY, str(tmp_path / "a"), progress=False)
+    # Built as one Arrow table per row (large corpora are built in blocks): the same dataset.
+    monkeypatch.setattr("valle.lab.corpus.ROWS_PER_TABLE", 1)
     second = build_corpus(TINY, str(tmp_path / "b"), workers=2, progress=False)
     assert {split: len(first[split]) for split in first} == {"train": 2, "validation": 2, "test": 2}
     plan = plan_corpus(TINY)
@@ -344,3 +346,39 @@ def test_cli_report_without_models_says_what_to_run(tmp_path, capsys):
 
     assert main(["lab", "report", "--dir", str(tmp_path)]) == 2
     assert "valle lab codec" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ codebook statistics
+def test_codebook_statistics_find_what_predicts_a_codebook():
+    from valle.lab.codes import codebook_statistics, markdown_table as codes_table
+
+    rng = np.random.default_rng(0)
+    utterances = []
+    for _ in range(200):
+        first = np.repeat(rng.integers(0, 16, size=20), 5)          # held for 5 frames: the frame before tells it
+        copied = (first + 3) % 16                                    # a function of codebook 1
+        noise = rng.integers(0, 16, size=len(first))                 # independent of everything
+        utterances.append(np.stack([first, copied, noise], axis=1).tolist())
+    stats = codebook_statistics(utterances, codebook_size=16)
+    first, copied, noise = stats["nats"]
+    assert stats["utterances"] == {"train": 100, "test": 100} and stats["frames"]["test"] == 100 * 100
+    assert first["unigram"] == pytest.approx(np.log(16), abs=0.05)
+    assert first["given_last_frame"] < 0.5 * first["unigram"] and "given_first" not in first
+    assert copied["given_first"] < 0.1 and copied["given_previous"] < 0.1
+    assert noise["given_first"] > noise["unigram"] - 0.05 and noise["given_previous"] > noise["unigram"] - 0.05
+    assert noise["codes_used"] == 16
+    assert "| 2 | 16 |" in codes_table(stats)
+
+    with pytest.raises(ValueError, match="codebook_size"):
+        codebook_statistics(utterances, codebook_size=8)
+    with pytest.raises(ValueError, match="at least 2 utterances"):
+        codebook_statistics(utterances[:1], codebook_size=16)
+    with pytest.raises(ValueError, match="held_out_fraction"):
+        codebook_statistics(utterances, codebook_size=16, held_out_fraction=1.0)
+
+
+def test_cli_codes_without_data_says_what_to_run(tmp_path, capsys):
+    from valle.cli import main
+
+    assert main(["lab", "codes", "--dir", str(tmp_path)]) == 2
+    assert "valle lab tts" in capsys.readouterr().err

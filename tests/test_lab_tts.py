@@ -1,4 +1,4 @@
-"""The lab VALL-E recipe: decoder-only codec stage, decoder merge, prompt choice and the built-in bundle."""
+"""The lab VALL-E recipe (decoder-only codec stage, decoder merge, prompt choice, built-in bundle) and the lab report."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import torch
 
 from tests.test_lab import TINY
 from tests.utils import tiny_valle_config
-from valle.lab.codec import ResidualVQTrainer, small_encodec_config, train_codec
+from valle.lab.codec import ResidualVQTrainer, learning_rate_at, small_encodec_config, train_codec
 from valle.lab.corpus import build_corpus
 
 
@@ -54,6 +54,17 @@ def test_decoder_only_stage_keeps_every_code(tiny_lab, tmp_path):
     with pytest.raises(FileNotFoundError, match="valle lab codec"):
         train_codec(str(tiny_lab / "corpus"), str(tmp_path / "missing"), max_steps=1,
                     decoder_only_from=str(tmp_path / "none.pt"), log=lambda line: None)
+
+
+def test_codec_learning_rate_is_constant_then_anneals_over_the_last_steps(tmp_path):
+    rates = [learning_rate_at(step, 1e-3, max_steps=100, decay_steps=40, final_fraction=0.05) for step in range(101)]
+    assert rates[:61] == [1e-3] * 61
+    assert all(later < earlier for earlier, later in zip(rates[60:], rates[61:]))
+    assert rates[80] == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5))
+    assert rates[100] == pytest.approx(5e-5)
+    assert learning_rate_at(10, 1e-3, max_steps=100, decay_steps=0, final_fraction=0.05) == 1e-3
+    with pytest.raises(ValueError, match="decay_steps=200"):
+        train_codec(str(tmp_path), str(tmp_path / "out"), max_steps=100, decay_steps=200, log=lambda line: None)
 
 
 def test_merge_decoders_takes_each_decoder_from_its_run(tmp_path):
@@ -138,3 +149,38 @@ def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
         torch.testing.assert_close(value, decoder_stage[name].half().float(), rtol=0, atol=0, msg=name)
     card = (bundle / "README.md").read_text()
     assert "VALL-E lab" in card and "espeak" in card
+
+
+def test_report_scores_codebook_one_alone_and_every_bandwidth(tmp_path):
+    pytest.importorskip("resemblyzer", reason="the lab extra: pip install -e '.[lab]' && pip install --no-deps resemblyzer")
+    from transformers import EncodecModel, Wav2Vec2ForCTC
+
+    from valle.lab.corpus import CorpusConfig
+    from valle.lab.judges import build_processor, recognizer_config
+    from valle.lab.report import build_report, markdown_table
+
+    config = CorpusConfig(seed=3, train_speakers=1, validation_speakers=1, test_speakers=2,
+                          train_utterances_per_speaker=2, heldout_utterances_per_speaker=2,
+                          validation_variants=1, test_variants=2)
+    build_corpus(config, str(tmp_path / "corpus"), progress=False)
+    torch.manual_seed(0)
+    codec = EncodecModel(small_encodec_config())
+    with torch.no_grad():
+        for layer in ResidualVQTrainer(codec).layers:
+            layer.embed.copy_(torch.randn_like(layer.embed))
+        codec.encoder.layers[0].conv.bias.zero_()  # as train_codec keeps it
+    codec.save_pretrained(tmp_path / "codec")
+    build_processor(str(tmp_path / "judge"))
+    Wav2Vec2ForCTC(recognizer_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, conv_dim=[16] * 4)).save_pretrained(tmp_path / "judge")
+
+    report = build_report(str(tmp_path / "corpus"), str(tmp_path / "codec"), str(tmp_path / "judge"),
+                          str(tmp_path / "report"), per_speaker=2, log=lambda line: None)
+    rows = report["codec_round_trip"]
+    assert list(rows) == ["0.75kbps", "1.5kbps", "3kbps", "6kbps"]
+    assert [row["codebooks"] for row in rows.values()] == [1, 2, 4, 8]
+    # Random codebooks: every extra codebook changes the audio, so the rows measure different things.
+    assert len({row["log_mel_distance"] for row in rows.values()}) == 4
+    assert report["utterances"] == 4 and report["judges_on_ground_truth"]["pairs"] == {"same": 2, "different": 4}
+    assert json.load(open(tmp_path / "report" / "report.json"))["codec_round_trip"] == rows
+    assert "| codec resynthesis, 0.75kbps (1 codebooks) |" in markdown_table(report)

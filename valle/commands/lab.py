@@ -10,7 +10,7 @@ import time
 NAME = "lab"
 HELP = "Offline speech lab: build the espeak corpus, train the small EnCodec and the CTC judge, report."
 
-STEPS = ("corpus", "codec", "decoder", "judge", "report", "publish", "tts", "bundle", "all")
+STEPS = ("corpus", "codec", "decoder", "judge", "report", "publish", "tts", "bundle", "codes", "all")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "report: measure judges and codec round trip; publish: fp16 copies of codec and judge to --to; "
              "tts: prepare the corpus with the lab codec and train the lab VALL-E (DIR/tts/model); "
              "bundle: fp16 copy of that model with prompt voices to --bundle-to (the built-in model); "
+             "codes: how predictable each codebook is from the others in prepared data (what an NAR can learn); "
              "all: corpus, codec, judge, report, tts in order (rebuilds the lab and its VALL-E).",
     )
     parser.add_argument("--dir", default="runs/lab",
@@ -38,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--codec-minutes", type=float, default=None, help="stop the codec after this many minutes")
     group.add_argument("--decoder-steps", type=int, default=200_000, help="stop the decoder-only stage after this many steps")
     group.add_argument("--decoder-minutes", type=float, default=None, help="stop the decoder-only stage after this many minutes")
+    group.add_argument("--decoder-decay-steps", type=int, default=0,
+                       help="anneal the decoder stage's learning rate (half cosine, to 5%%) over its last N steps "
+                            "before --decoder-steps (default 0: constant)")
     group.add_argument("--judge-steps", type=int, default=100_000, help="stop the recogniser after this many steps")
     group.add_argument("--judge-minutes", type=float, default=None, help="stop the recogniser after this many minutes")
     group.add_argument("--threads", type=int, default=1, help="torch threads for training (default: 1)")
@@ -48,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--per-speaker", type=int, default=3, help="test utterances per held-out speaker")
     group.add_argument("--codec", default=None, help="codec folder to report on (default: DIR/codec/model)")
     group.add_argument("--judge", default=None, help="recogniser folder to report with (default: DIR/judge/model)")
+    group.add_argument("--data", default=None,
+                       help="codes: a `valle prepare` output folder (default: DIR/tts/data/train)")
     group = parser.add_argument_group("publish")
     group.add_argument("--bundle-to", default="valle/assets/lab-valle",
                        help="where bundle writes the built-in model folder (default: valle/assets/lab-valle)")
@@ -89,7 +95,7 @@ def run(args) -> int:
             from valle.lab.codec import train_codec
 
             train_codec(paths["corpus"], paths["codec_decoder"], max_steps=args.decoder_steps,
-                        max_minutes=args.decoder_minutes, seed=args.seed,
+                        max_minutes=args.decoder_minutes, seed=args.seed, decay_steps=args.decoder_decay_steps,
                         decoder_only_from=os.path.join(paths["codec"], "checkpoint.pt"))
             print(f"decoder: {os.path.join(paths['codec_decoder'], 'model')}")
         elif step == "judge":
@@ -124,6 +130,22 @@ def run(args) -> int:
 
             summary = build_bundle(args.dir, args.bundle_to, seed=args.seed, training=training_summary(args.dir))
             print(f"bundle: {args.bundle_to} {summary['bytes']}, voices: {[p['name'] for p in summary['prompts']]}")
+        elif step == "codes":
+            import json
+
+            import datasets
+
+            from valle.lab.codes import codebook_statistics, markdown_table
+
+            data_dir = args.data or os.path.join(args.dir, "tts", "data", "train")
+            if not os.path.isfile(os.path.join(data_dir, "dataset_info.json")):
+                print(f"valle lab codes: {data_dir} holds no prepared data; run `valle lab tts --dir {args.dir}` "
+                      "or `valle prepare`, or pass --data.", file=sys.stderr)
+                return 2
+            # 1024 codes per codebook: the lab codec and facebook/encodec_24khz alike.
+            statistics = codebook_statistics(datasets.load_from_disk(data_dir)["codes"], codebook_size=1024)
+            print(markdown_table(statistics))
+            print(json.dumps({key: value for key, value in statistics.items() if key != "nats"}))
         elif step == "publish":
             from valle.lab.artifacts import publish
 

@@ -34,6 +34,7 @@ Long runs are checkpointed (atomically) and resume from the last checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -332,6 +333,16 @@ def codec_round_trip(model, waveform: torch.Tensor, bandwidth: float = 6.0) -> t
     return encoded.audio_codes[0], decoded[..., : waveform.shape[-1]]
 
 
+def learning_rate_at(step: int, peak: float, max_steps: int, decay_steps: int, final_fraction: float) -> float:
+    """`peak` until the last `decay_steps` steps before `max_steps`, then a half cosine from `peak` down to
+    `final_fraction * peak` at `max_steps`."""
+    decay_start = max_steps - decay_steps
+    if decay_steps <= 0 or step < decay_start:
+        return peak
+    progress = min(1.0, (step - decay_start) / decay_steps)
+    return peak * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def train_codec(
     corpus_path: str,
     output_dir: str,
@@ -349,17 +360,25 @@ def train_codec(
     max_minutes: float | None = None,
     train_limit: int | None = None,
     decoder_only_from: str | None = None,
+    decay_steps: int = 0,
+    final_lr_fraction: float = 0.05,
     log=print,
 ):
     """Train (or resume training of) the small EnCodec; writes `output_dir/{checkpoint.pt, model/, for_processor/}`.
 
     `output_dir/model` (as trained, `normalize=True`) and `output_dir/for_processor` (the same
     codec exported to need no scales: what VallEProcessor should load) are plain
-    `EncodecModel.save_pretrained` folders, refreshed at every checkpoint. Stops after `max_steps` steps or `max_minutes` minutes, whichever comes first.
+    `EncodecModel.save_pretrained` folders, refreshed at every checkpoint. Stops after `max_steps` steps or
+    `max_minutes` minutes, whichever comes first.
+
+    The learning rate is constant after warm-up, except over the last `decay_steps` steps before `max_steps`, where
+    it follows a half cosine down to `final_lr_fraction * learning_rate` (by step, so a resumed run decays the same).
     """
     from transformers import EncodecModel
 
     crop_samples = int(round(crop_seconds * SAMPLING_RATE / HOP_LENGTH)) * HOP_LENGTH
+    if decay_steps < 0 or decay_steps > max_steps:
+        raise ValueError(f"train_codec: decay_steps={decay_steps} must be between 0 and max_steps={max_steps}.")
     if crop_samples < HOP_LENGTH * 8:
         raise ValueError(f"train_codec: crop_seconds={crop_seconds} is too short; use at least 0.15 s.")
     os.makedirs(output_dir, exist_ok=True)
@@ -456,6 +475,8 @@ def train_codec(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, learning_rate, max_steps, decay_steps, final_lr_fraction)
         optimizer.step()
         step += 1
         for key, value in (("loss", loss), ("wave", wave_term), ("mel", mel_term), ("commit", commitment)):

@@ -44,6 +44,7 @@ from .sentences import generate_sentences
 
 SAMPLING_RATE = 24_000
 SPLITS = ("train", "validation", "test")
+ROWS_PER_TABLE = 4000  # rows per Arrow table while building (about 3 hours of audio, ~300 MB of FLAC)
 
 
 @dataclass(frozen=True)
@@ -239,8 +240,14 @@ def build_corpus(config: CorpusConfig, output_dir: str, workers: int = 1, progre
             bar.update(len(speaker_rows))
     splits = {}
     for split in SPLITS:
-        columns = {name: [row[name] for row in rows[split]] for name in _features()}
-        dataset = datasets.Dataset.from_dict(columns, features=_features())
+        # One Arrow table per block of rows: a single binary column holds at most 2 GB (about 20 hours of FLAC),
+        # so a large corpus is built as several tables and concatenated.
+        tables = []
+        for start in range(0, len(rows[split]), ROWS_PER_TABLE):
+            block = rows[split][start : start + ROWS_PER_TABLE]
+            columns = {name: [row[name] for row in block] for name in _features()}
+            tables.append(datasets.Dataset.from_dict(columns, features=_features()))
+        dataset = datasets.concatenate_datasets(tables) if len(tables) > 1 else tables[0]
         splits[split] = dataset.cast_column("audio", datasets.Audio(sampling_rate=SAMPLING_RATE, decode=False))
         rows[split] = []  # free memory as we go
     corpus = datasets.DatasetDict(splits)

@@ -8,7 +8,7 @@ On held-out (test) speakers, whose voice variants never occur in training:
    - CER / WER of the recogniser on clean test speech;
    - both judges on deliberately bad audio (the same utterances buried in white noise at
      0 dB SNR), which they must score clearly worse.
-2. Codec round trip at 1.5, 3 and 6 kbps, the way VallEProcessor uses a codec (encode,
+2. Codec round trip with codebook 1 alone ("0.75 kbps": residual codebooks left out) and at 1.5, 3 and 6 kbps, the way VallEProcessor uses a codec (encode,
    decode with no scale; a `normalize=True` lab codec is exported first): similarity
    (original, resynthesis), CER / WER of the resynthesis, and log-mel distance to the
    original (multi-resolution log-mel L1, after matching the resynthesis's RMS to the
@@ -129,12 +129,16 @@ def build_report(
     os.makedirs(output_dir, exist_ok=True)
     wav_dir = os.path.join(output_dir, "wavs")
     os.makedirs(wav_dir, exist_ok=True)
-    for bandwidth in codec.config.target_bandwidths:
+    # Codebook 1 alone (an "0.75 kbps" the real codec does not offer): the residual codebooks left out, which is
+    # what VALL-E's audio would be if its NAR added nothing; then every bandwidth the codec has.
+    settings = [("0.75kbps", min(codec.config.target_bandwidths), 1)]
+    settings += [(f"{bandwidth:g}kbps", bandwidth, None) for bandwidth in codec.config.target_bandwidths]
+    for name, bandwidth, keep in settings:
         resynthesised, distances, similarities, to_others = [], [], [], []
         for row, waveform in enumerate(originals):
             tensor = torch.from_numpy(waveform)[None, None]
             with torch.no_grad():
-                codes = codec.encode(tensor, bandwidth=bandwidth).audio_codes
+                codes = codec.encode(tensor, bandwidth=bandwidth).audio_codes[:, :, :keep]
                 decoded = codec.decode(codes, [None]).audio_values[..., : tensor.shape[-1]]
             # The codec speaks at a fixed level; match the original's before the (level-sensitive) mel distance.
             decoded = decoded * (tensor.pow(2).mean().sqrt() / decoded.pow(2).mean().sqrt().clamp(min=1e-8))
@@ -145,16 +149,16 @@ def build_report(
             similarities.append(speaker_judge.cosine(embedding, embeddings[row]))
             to_others.append(other_speaker_mean(row, embedding))
         asr = intelligibility.score(resynthesised, SAMPLING_RATE, texts)
-        report["codec_round_trip"][f"{bandwidth:g}kbps"] = {
-            "codebooks": codec.quantizer.get_num_quantizers_for_bandwidth(bandwidth),
+        report["codec_round_trip"][name] = {
+            "codebooks": keep or codec.quantizer.get_num_quantizers_for_bandwidth(bandwidth),
             "similarity_to_original": round(float(np.mean(similarities)), 4),
             "similarity_to_other_speakers": round(float(np.mean(to_others)), 4),
             "cer": round(asr["cer"], 4),
             "wer": round(asr["wer"], 4),
             "log_mel_distance": round(float(np.mean(distances)), 4),
         }
-        log(f"{bandwidth:g} kbps: {report['codec_round_trip'][f'{bandwidth:g}kbps']}")
-        if bandwidth == max(codec.config.target_bandwidths):
+        log(f"{name}: {report['codec_round_trip'][name]}")
+        if keep is None and bandwidth == max(codec.config.target_bandwidths):
             # One utterance per speaker first, so the examples cover several voices.
             firsts = [row for row in range(len(owners)) if owners.index(owners[row]) == row]
             picks = (firsts + [row for row in range(len(owners)) if row not in firsts])[:wav_examples]
