@@ -184,3 +184,31 @@ def test_report_scores_codebook_one_alone_and_every_bandwidth(tmp_path):
     assert report["utterances"] == 4 and report["judges_on_ground_truth"]["pairs"] == {"same": 2, "different": 4}
     assert json.load(open(tmp_path / "report" / "report.json"))["codec_round_trip"] == rows
     assert "| codec resynthesis, 0.75kbps (1 codebooks) |" in markdown_table(report)
+
+
+def test_recipe_init_from_checks_the_model_and_its_vocabulary(tiny_lab, tmp_path):
+    import shutil
+
+    from valle.lab.tts import run_recipe, training_summary
+    from valle.smoke import build_random_bundle
+
+    with pytest.raises(FileNotFoundError, match="not a model folder"):
+        run_recipe(str(tiny_lab), init_from=str(tmp_path / "nothing"), log=lambda line: None)
+    model_dir = tmp_path / "model"
+    build_random_bundle(str(model_dir))
+    lab = tmp_path / "lab"
+    (lab / "tts").mkdir(parents=True)
+    os.symlink(tiny_lab / "corpus", lab / "corpus")
+    # A processor whose vocabulary is not the model's: refused before any data is prepared.
+    shutil.copytree(model_dir, lab / "tts" / "processor")
+    config = json.loads((model_dir / "config.json").read_text())
+    config["vocab_size"] += 1
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="phoneme vocabulary"):
+        run_recipe(str(lab), init_from=str(model_dir), log=lambda line: None)
+    assert not (lab / "tts" / "data").exists()
+
+    (lab / "tts" / "init_from.json").write_text(json.dumps({"init_from": "valle/assets/lab-valle"}))
+    summary = training_summary(str(lab))
+    assert summary["recipe"].endswith("--init-from valle/assets/lab-valle")
+    assert summary["initialised from"] == {"init_from": "valle/assets/lab-valle"}

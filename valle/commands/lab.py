@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ar-steps", type=int, default=None, help="training steps of the lab VALL-E's AR decoder "
                        "(default: valle.lab.tts.RECIPE)")
     group.add_argument("--nar-steps", type=int, default=None, help="training steps of its NAR decoder")
+    group.add_argument("--init-from", default=None,
+                       help="tts: go on training this lab VALL-E folder (e.g. valle/assets/lab-valle) instead of a "
+                            "new model, e.g. on a larger corpus (its vocabulary and config are kept)")
     group = parser.add_argument_group("report")
     group.add_argument("--per-speaker", type=int, default=3, help="test utterances per held-out speaker")
     group.add_argument("--codec", default=None, help="codec folder to report on (default: DIR/codec/model)")
@@ -124,7 +127,7 @@ def run(args) -> int:
             from valle.lab.tts import run_recipe
 
             steps = {mode: value for mode, value in (("ar", args.ar_steps), ("nar", args.nar_steps)) if value}
-            run_recipe(args.dir, seed=args.seed, steps=steps, num_proc=max(1, args.workers))
+            run_recipe(args.dir, seed=args.seed, steps=steps, num_proc=max(1, args.workers), init_from=args.init_from)
         elif step == "bundle":
             from valle.lab.tts import build_bundle, training_summary
 

@@ -118,13 +118,14 @@ RECIPE = {
 }
 
 
-def train_command(mode: str, data_dir: str, config_path: str, processor_dir: str, output_dir: str, seed: int,
+def train_command(mode: str, data_dir: str, model: str, processor_dir: str, output_dir: str, seed: int,
                   steps: int, resume: bool) -> list[str]:
-    """The `valle train` command line that trains one decoder of the lab model (one CPU thread)."""
+    """The `valle train` command line that trains one decoder of the lab model (one CPU thread). `model`: a config
+    JSON (a new model) or a model folder (go on training it)."""
     import sys
 
     command = [
-        sys.executable, "-m", "valle", "train", "--model", config_path, "--processor", processor_dir,
+        sys.executable, "-m", "valle", "train", "--model", model, "--processor", processor_dir,
         "--mode", mode, "--max-tokens", str(RECIPE["max_tokens"]),
     ]
     if resume:
@@ -142,10 +143,14 @@ def has_checkpoint(output_dir: str) -> bool:
     return os.path.isdir(output_dir) and any(name.startswith("checkpoint-") for name in os.listdir(output_dir))
 
 
-def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc: int = 2, log=print) -> str:
+def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc: int = 2,
+               init_from: str | None = None, log=print) -> str:
     """Trains the lab VALL-E from the lab corpus and codec; every stage resumes where it stopped.
 
     `steps`: training steps per decoder, e.g. `{"ar": 2400, "nar": 1500}` (default `RECIPE["steps"]`).
+    `init_from`: a lab VALL-E folder (e.g. the built-in model) to go on training instead of a new model: its
+    phoneme vocabulary and config are kept, the learning-rate schedule starts afresh (warm-up, cosine over
+    `steps`). For a larger corpus built with the same seed and speakers (`valle lab corpus --train-utterances`).
     `lab_dir/tts/`: processor/ -> data/train (`prepare_dataset`) -> config.json -> ar/ and nar/
     (two `valle train` processes at once, one thread each: the decoders share no weight, so training them apart
     is the same as `--mode both` with half the work per process) -> model/ (the merge, with the processor).
@@ -160,22 +165,40 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     corpus_dir = os.path.join(lab_dir, "corpus")
     tts_dir = os.path.join(lab_dir, "tts")
     processor_dir = os.path.join(tts_dir, "processor")
+    if init_from is not None and not os.path.isfile(os.path.join(init_from, "config.json")):
+        raise FileNotFoundError(f"run_recipe: init_from={init_from!r} is not a model folder (no config.json).")
     if not os.path.isfile(os.path.join(processor_dir, "processor_config.json")):
         # The codes come from the codec's encoder; the decoder-only stage leaves the encoder as it is.
-        build_lab_processor(corpus_dir, os.path.join(lab_dir, "codec", "model"), processor_dir)
+        if init_from is None:
+            build_lab_processor(corpus_dir, os.path.join(lab_dir, "codec", "model"), processor_dir)
+        else:  # the model's own phoneme ids
+            _save_processor(VallEProcessor.from_pretrained(init_from).tokenizer,
+                            os.path.join(lab_dir, "codec", "model"), processor_dir)
         log(f"tts: processor in {processor_dir}")
     processor = VallEProcessor.from_pretrained(processor_dir)
+    if init_from is not None and init_from_vocabulary(init_from) != len(processor.tokenizer):
+        raise ValueError(f"run_recipe: {init_from} has a phoneme vocabulary of {init_from_vocabulary(init_from)} "
+                         f"but {processor_dir} has {len(processor.tokenizer)}; delete {processor_dir} so that it "
+                         "is rebuilt from the model's own tokenizer.")
     report = prepare_dataset(corpus_dir, processor, os.path.join(tts_dir, "data", "train"), split="train",
                              speaker_column="speaker_id", id_column="id", min_seconds=0.5, max_seconds=20.0,
                              num_proc=num_proc, device="cpu")
     log(f"tts: data/train: {report.summary()}")
     config_path = os.path.join(tts_dir, "config.json")
-    if not os.path.isfile(config_path):
+    if init_from is not None:
+        record = {"init_from": init_from}
+        bundle_record = os.path.join(init_from, "lab_bundle.json")
+        if os.path.isfile(bundle_record):  # how the starting model itself was trained
+            with open(bundle_record) as handle:
+                record["its_training"] = json.load(handle).get("training")
+        with open(os.path.join(tts_dir, "init_from.json"), "w") as handle:
+            json.dump(record, handle, indent=1)
+    elif not os.path.isfile(config_path):
         lab_model_config(processor).to_json_file(config_path)
     runs = {}
     for mode in ("ar", "nar"):
         output_dir = os.path.join(tts_dir, mode)
-        command = train_command(mode, os.path.join(tts_dir, "data", "train"), config_path, processor_dir,
+        command = train_command(mode, os.path.join(tts_dir, "data", "train"), init_from or config_path, processor_dir,
                                 output_dir, seed, steps[mode], resume=has_checkpoint(output_dir))
         log(f"tts: training the {mode.upper()} decoder: {' '.join(command)} (log: {output_dir}.log)")
         handle = open(f"{output_dir}.log", "a")
@@ -195,12 +218,24 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     return model_dir
 
 
+def init_from_vocabulary(model_dir: str) -> int:
+    """The phoneme vocabulary size in a model folder's config."""
+    with open(os.path.join(model_dir, "config.json")) as handle:
+        return int(json.load(handle)["vocab_size"])
+
+
 def training_summary(lab_dir: str) -> dict:
     """What the recipe's two trainings did, from their last checkpoints: steps, last logged loss, hours of audio
     seen per decoder; for the card and `lab_bundle.json`."""
     summary = {"recipe": f"valle lab tts --dir {lab_dir} (seed 0; two processes, one CPU thread each)",
                "max tokens per batch (frames)": RECIPE["max_tokens"], "peak learning rate": RECIPE["learning_rate"],
                "learning-rate schedule": f"cosine, {RECIPE['warmup_steps']} warm-up steps"}
+    init_record = os.path.join(lab_dir, "tts", "init_from.json")
+    if os.path.isfile(init_record):
+        with open(init_record) as handle:
+            record = json.load(handle)
+        summary["recipe"] += f", --init-from {record['init_from']}"
+        summary["initialised from"] = record
     for mode in ("ar", "nar"):
         folder = os.path.join(lab_dir, "tts", mode)
         checkpoints = sorted((name for name in os.listdir(folder) if name.startswith("checkpoint-")),
