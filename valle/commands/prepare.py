@@ -27,7 +27,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-seconds", type=float, default=20.0)
     parser.add_argument("--shard-size", type=int, default=1000, help="rows per resumable shard")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per map batch")
-    parser.add_argument("--codec-batch-size", type=int, default=16, help="clips per codec call")
+    parser.add_argument("--codec-batch-size", type=int, default=None,
+                        help="clips per codec call (default: 16 on a GPU, 1 on the CPU, where it is faster)")
     parser.add_argument("--num-proc", type=int, default=None, help="worker processes (with a CPU codec)")
     parser.add_argument("--device", default=None, help="codec device: cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--max-shards", type=int, default=None, help="stop after this many new shards")
