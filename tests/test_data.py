@@ -116,3 +116,19 @@ def test_source_errors_say_what_to_do(tmp_path, processor):
     table = datasets.Dataset.from_dict({"audio": ["x.wav"], "sentence": ["hello"]})
     with pytest.raises(ValueError, match="text column 'text'.*--text-column"):
         prepare_dataset(table, processor, tmp_path / "out", progress=False)
+
+
+def test_codec_batch_size_defaults_to_one_clip_on_the_cpu(tmp_path, processor, monkeypatch):
+    seen = []
+    original = data_module._BatchPreparer.__init__
+
+    def spy(self, processor, settings, device, threads=None):
+        seen.append((device, settings["codec_batch_size"]))
+        original(self, processor, settings, device, threads=threads)
+
+    monkeypatch.setattr(data_module._BatchPreparer, "__init__", spy)
+    report = prepare_dataset(recordings(tmp_path / "wavs", count=3, broken=(), silent_text=()), processor,
+                             tmp_path / "out", device="cpu", min_seconds=0.1, progress=False)
+    assert report.complete and seen == [("cpu", 1)]
+    with pytest.raises(ValueError, match="codec_batch_size"):
+        prepare_dataset(tmp_path / "wavs", processor, tmp_path / "other", codec_batch_size=0, progress=False)
