@@ -329,8 +329,8 @@ def prepare_dataset(
             LibriTTS recipes keep up to ~20 s).
         shard_size: rows per resumable shard. batch_size: rows per `map` batch. codec_batch_size: clips per codec
             call (default: 16 on a GPU, 1 on the CPU, where batches of zero-padded clips were 2x slower than
-            one clip at a time with the lab codec). num_proc: `map` worker processes (CPU codec only). device: "cuda", "cpu"... (default: cuda if
-            available).
+            one clip at a time with the lab codec). num_proc: `map` worker processes (CPU codec only).
+            device: "cuda", "cpu"... (default: cuda if available).
         max_shards: prepare at most this many new shards, then stop (call again to continue).
         overwrite: discard what `output_dir` holds and start again.
 

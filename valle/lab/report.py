@@ -8,8 +8,8 @@ On held-out (test) speakers, whose voice variants never occur in training:
    - CER / WER of the recogniser on clean test speech;
    - both judges on deliberately bad audio (the same utterances buried in white noise at
      0 dB SNR), which they must score clearly worse.
-2. Codec round trip with codebook 1 alone ("0.75 kbps": residual codebooks left out) and at 1.5, 3 and 6 kbps, the way VallEProcessor uses a codec (encode,
-   decode with no scale; a `normalize=True` lab codec is exported first): similarity
+2. Codec round trip with codebook 1 alone (0.75 kbps: the residual codebooks left out) and at 1.5, 3
+   and 6 kbps, the way VallEProcessor uses a codec (encode, decode with no scale; a `normalize=True` lab codec is exported first): similarity
    (original, resynthesis), CER / WER of the resynthesis, and log-mel distance to the
    original (multi-resolution log-mel L1, after matching the resynthesis's RMS to the
    original's, since the codec speaks at a fixed level).
@@ -129,9 +129,10 @@ def build_report(
     os.makedirs(output_dir, exist_ok=True)
     wav_dir = os.path.join(output_dir, "wavs")
     os.makedirs(wav_dir, exist_ok=True)
-    # Codebook 1 alone (an "0.75 kbps" the real codec does not offer): the residual codebooks left out, which is
-    # what VALL-E's audio would be if its NAR added nothing; then every bandwidth the codec has.
-    settings = [("0.75kbps", min(codec.config.target_bandwidths), 1)]
+    # Codebook 1 alone (0.75 kbps for 1024 codes at 75 Hz, a rate EnCodec does not offer): the residual codebooks
+    # left out, which is what VALL-E's audio would be if its NAR added nothing; then every bandwidth the codec has.
+    lowest = min(codec.config.target_bandwidths)
+    settings = [(f"{lowest / codec.quantizer.get_num_quantizers_for_bandwidth(lowest):g}kbps", lowest, 1)]
     settings += [(f"{bandwidth:g}kbps", bandwidth, None) for bandwidth in codec.config.target_bandwidths]
     for name, bandwidth, keep in settings:
         resynthesised, distances, similarities, to_others = [], [], [], []
