@@ -206,6 +206,16 @@ def test_recipe_init_from_checks_the_model_and_its_vocabulary(tiny_lab, tmp_path
     (model_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="phoneme vocabulary"):
         run_recipe(str(lab), init_from=str(model_dir), log=lambda line: None)
+    # Same size, other ids: refused too.
+    config["vocab_size"] -= 1
+    (model_dir / "config.json").write_text(json.dumps(config))
+    vocab_path = lab / "tts" / "processor" / "vocab.json"
+    vocab = json.loads(vocab_path.read_text())
+    first, second = sorted(vocab, key=vocab.get)[-2:]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    vocab_path.write_text(json.dumps(vocab))
+    with pytest.raises(ValueError, match="phoneme vocabulary"):
+        run_recipe(str(lab), init_from=str(model_dir), log=lambda line: None)
     assert not (lab / "tts" / "data").exists()
 
     (lab / "tts" / "init_from.json").write_text(json.dumps({"init_from": "valle/assets/lab-valle"}))

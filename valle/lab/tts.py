@@ -176,10 +176,12 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
                             os.path.join(lab_dir, "codec", "model"), processor_dir)
         log(f"tts: processor in {processor_dir}")
     processor = VallEProcessor.from_pretrained(processor_dir)
-    if init_from is not None and init_from_vocabulary(init_from) != len(processor.tokenizer):
-        raise ValueError(f"run_recipe: {init_from} has a phoneme vocabulary of {init_from_vocabulary(init_from)} "
-                         f"but {processor_dir} has {len(processor.tokenizer)}; delete {processor_dir} so that it "
-                         "is rebuilt from the model's own tokenizer.")
+    if init_from is not None:
+        own = VallEProcessor.from_pretrained(init_from).tokenizer.get_vocab()
+        if own != processor.tokenizer.get_vocab() or init_from_vocabulary(init_from) != len(own):
+            raise ValueError(f"run_recipe: the phoneme vocabulary of {processor_dir} is not the one {init_from} was "
+                             f"trained with; delete {processor_dir} so that it is rebuilt from the model's own "
+                             "tokenizer.")
     report = prepare_dataset(corpus_dir, processor, os.path.join(tts_dir, "data", "train"), split="train",
                              speaker_column="speaker_id", id_column="id", min_seconds=0.5, max_seconds=20.0,
                              num_proc=num_proc, device="cpu")
