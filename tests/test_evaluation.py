@@ -321,7 +321,7 @@ def test_lab_mode_runs_with_the_lab_judges(lab_like, tmp_path, capsys):
     assert summary["settings"]["lab"] is True and summary["settings"]["speaker_model"] == "resemblyzer VoiceEncoder"
     # The lab's default rows include the ablations; the AR one is skipped here: this random model has no audio BOS.
     assert list(summary["settings"]["skipped_systems"]) == ["valle_no_ar_prompt"] and "skipping the row" in captured.err
-    assert len(summary["results"]) == 2 * 5 and all(-1 <= r["spk"] <= 1 for r in summary["results"])
+    assert len(summary["results"]) == 2 * 6 and all(-1 <= r["spk"] <= 1 for r in summary["results"])
     assert "| system (lab corpus" in printed and "| WER | CER | SPK |" in printed  # the lab table adds CER
     for record in summary["results"]:  # --save-audio: every scored output, at its recorded length
         audio, rate = sf.read(out / record["audio_path"])
@@ -517,11 +517,12 @@ def test_nar_ablation_row_uses_the_recordings_first_codebook_once(lab_like, tmp_
 
     out = tmp_path / "nar"
     args = _evaluate_args(lab_like, out, "--limit", "2", "--seeds", "2", "--save-audio",
-                          "--systems", "valle,nar_ground_truth_first")
+                          "--systems", "valle,nar_ground_truth_first,codec_first_codebook")
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [(row["title"], row["seeds"]) for row in summary["table"]] == [
-        ("VALL-E", [0, 1]), ("NAR on ground-truth codebook 1, both prompts (ablation)", [None])]
+        ("VALL-E", [0, 1]), ("NAR on ground-truth codebook 1, both prompts (ablation)", [None]),
+        ("codec, ground-truth codebook 1 alone (no NAR)", [None])]
     results = summary["results"]
     valle = {r["utterance_id"]: r for r in results if r["system"] == "valle" and r["seed"] == 0}
     ablation = [r for r in results if r["system"] == "nar_ground_truth_first"]
@@ -547,17 +548,25 @@ def test_nar_ablation_row_uses_the_recordings_first_codebook_once(lab_like, tmp_
         expected = processor.batch_decode([filled[0]])[0]
         assert len(written) == len(expected) and record["audio_seconds"] == round(len(expected) / rate, 3)
         np.testing.assert_allclose(written, expected, atol=2e-4)  # PCM_16 on disk
+        # Its reference row: the same codebook 1 decoded with the other codebooks left out.
+        (alone,) = [r for r in results if r["system"] == "codec_first_codebook"
+                    and r["utterance_id"] == record["utterance_id"]]
+        written, _ = sf.read(out / alone["audio_path"], dtype="float32")
+        expected = processor._decode_codes(codes[:, :1]).numpy()[: len(target.load(rate))]
+        assert alone["seed"] is None and len(written) == len(expected)
+        np.testing.assert_allclose(written, expected, atol=2e-4)
 
 
 def test_default_systems_full_scale_and_lab():
     import argparse
 
     from valle.commands.evaluate import add_arguments
-    from valle.evaluation import (DEFAULT_LAB_SYSTEMS, DEFAULT_SYSTEMS, NAR_GROUND_TRUTH_FIRST, SYSTEMS,
-                                  VALLE_NO_AR_PROMPT)
+    from valle.evaluation import (CODEC_FIRST_CODEBOOK, DEFAULT_LAB_SYSTEMS, DEFAULT_SYSTEMS, NAR_GROUND_TRUTH_FIRST,
+                                  SYSTEMS, VALLE_NO_AR_PROMPT)
 
     assert DEFAULT_SYSTEMS == ("ground_truth", "codec_resynthesis", "valle", "valle_continual")
-    assert DEFAULT_LAB_SYSTEMS == SYSTEMS == DEFAULT_SYSTEMS + (VALLE_NO_AR_PROMPT, NAR_GROUND_TRUTH_FIRST)
+    assert DEFAULT_LAB_SYSTEMS == SYSTEMS == DEFAULT_SYSTEMS + (VALLE_NO_AR_PROMPT, NAR_GROUND_TRUTH_FIRST,
+                                                                CODEC_FIRST_CODEBOOK)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert parser.parse_args(["--model", "m"]).systems is None  # evaluate() then picks by --lab

@@ -66,7 +66,8 @@ PUBLISHED_JUDGE = str(Path(__file__).resolve().parents[1] / "lab_artifacts" / "j
 GROUND_TRUTH, CODEC, VALLE, CONTINUAL = "ground_truth", "codec_resynthesis", "valle", "valle_continual"
 VALLE_NO_AR_PROMPT = "valle_no_ar_prompt"  # ablation: the AR without the acoustic prompt (needs an audio BOS)
 NAR_GROUND_TRUTH_FIRST = "nar_ground_truth_first"  # ablation: the NAR alone, on the recording's own codebook 1
-SYSTEMS = (GROUND_TRUTH, CODEC, VALLE, CONTINUAL, VALLE_NO_AR_PROMPT, NAR_GROUND_TRUTH_FIRST)
+CODEC_FIRST_CODEBOOK = "codec_first_codebook"  # reference for the NAR: the recording's codebook 1 decoded alone
+SYSTEMS = (GROUND_TRUTH, CODEC, VALLE, CONTINUAL, VALLE_NO_AR_PROMPT, NAR_GROUND_TRUTH_FIRST, CODEC_FIRST_CODEBOOK)
 SYSTEM_TITLES = {
     GROUND_TRUTH: "ground truth",
     CODEC: "codec resynthesis",
@@ -74,6 +75,7 @@ SYSTEM_TITLES = {
     CONTINUAL: "VALL-E-continual",
     VALLE_NO_AR_PROMPT: "VALL-E, AR without acoustic prompt (ablation)",
     NAR_GROUND_TRUTH_FIRST: "NAR on ground-truth codebook 1, both prompts (ablation)",
+    CODEC_FIRST_CODEBOOK: "codec, ground-truth codebook 1 alone (no NAR)",
 }
 # The rows computed unless `systems` says otherwise: the paper's Table 2 at full scale, plus the ablations in the
 # lab (cheap there; they tell whether the AR takes the voice from the prompt, and what the NAR adds on its own).
@@ -524,9 +526,14 @@ class _Case:
         source = getattr(self, name)
         return self._once(f"codes_{name}", lambda: self.processor.encode_audio(source(), sampling_rate=self.rate))
 
-    def codec(self, name: str) -> np.ndarray:
+    def codec(self, name: str, codebooks: int | None = None) -> np.ndarray:
+        """`name` through the codec; with `codebooks`, only the first ones decoded (the others left out)."""
         length = len(getattr(self, name)())
-        return self._once(f"codec_{name}", lambda: self.processor.batch_decode([self.codes(name)])[0][:length])
+        if codebooks is None:
+            return self._once(f"codec_{name}", lambda: self.processor.batch_decode([self.codes(name)])[0][:length])
+        # batch_decode insists on every codebook (what generate returns); the codec itself sums what it is given.
+        return self._once(f"codec_{name}_{codebooks}",
+                          lambda: self.processor._decode_codes(self.codes(name)[:, :codebooks]).numpy()[:length])
 
     def embedding(self, name: str, audio: Callable[[], np.ndarray]):
         return self._once(f"embedding_{name}", lambda: self.speaker_judge.embed(audio(), self.rate))
@@ -693,8 +700,8 @@ def run_evaluation(
                 audio = case.target()
                 record = _score(case, system, seed, recognizer, audio, audio,
                                 lambda: case.embedding("prompt", case.prompt))
-            elif system == CODEC:
-                audio = case.codec("target")
+            elif system in (CODEC, CODEC_FIRST_CODEBOOK):
+                audio = case.codec("target", codebooks=1 if system == CODEC_FIRST_CODEBOOK else None)
                 record = _score(case, system, seed, recognizer, audio, audio,
                                 lambda: case.embedding("codec_prompt", lambda: case.codec("prompt")))
             else:
@@ -789,6 +796,9 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
             "nar_ground_truth_first": "ablation (the paper's NAR with both prompts): codebook 1 of the recording's own "
                                       "codes, codebooks 2-8 by the NAR (greedy) with the valle row's prompts; scored "
                                       "once, as the valle row",
+            "codec_first_codebook": "the recording's own codebook 1 decoded alone, codebooks 2-8 left out: the "
+                                    "reference for nar_ground_truth_first (an NAR that adds nothing); scored as "
+                                    "codec_resynthesis",
             "spread": "sample standard deviation across seeds",
         },
         "settings": settings or {},

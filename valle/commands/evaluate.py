@@ -37,8 +37,9 @@ def add_arguments(parser):
                        help="comma-separated rows to compute, from ground_truth, codec_resynthesis, valle, "
                             "valle_continual, and the paper's ablations valle_no_ar_prompt (the AR without the "
                             "acoustic prompt; needs a model with use_audio_bos=True, skipped otherwise) and "
-                            "nar_ground_truth_first (the NAR on the recording's own codebook 1). Default: the first "
-                            "four (the paper's Table 2); with --lab, all six")
+                            "nar_ground_truth_first (the NAR on the recording's own codebook 1), with its "
+                            "reference codec_first_codebook (that codebook 1 decoded alone). Default: the first "
+                            "four (the paper's Table 2); with --lab, all seven")
     group.add_argument("--min-seconds", type=float, default=4.0, help="shortest test utterance (default: 4)")
     group.add_argument("--max-seconds", type=float, default=10.0, help="longest test utterance (default: 10)")
     group.add_argument("--prompt-seconds", type=float, default=3.0, help="prompt length (default: 3)")
