@@ -8,11 +8,11 @@ On held-out (test) speakers, whose voice variants never occur in training:
    - CER / WER of the recogniser on clean test speech;
    - both judges on deliberately bad audio (the same utterances buried in white noise at
      0 dB SNR), which they must score clearly worse.
-2. Codec round trip with codebook 1 alone (0.75 kbps: the residual codebooks left out) and at 1.5, 3
-   and 6 kbps, the way VallEProcessor uses a codec (encode, decode with no scale; a `normalize=True` lab codec is exported first): similarity
-   (original, resynthesis), CER / WER of the resynthesis, and log-mel distance to the
-   original (multi-resolution log-mel L1, after matching the resynthesis's RMS to the
-   original's, since the codec speaks at a fixed level).
+2. Codec round trip with codebook 1 alone (0.75 kbps: the residual codebooks left out) and at
+   1.5, 3 and 6 kbps, the way VallEProcessor uses a codec (encode, decode with no scale; a
+   `normalize=True` lab codec is exported first): similarity (original, resynthesis), CER / WER
+   of the resynthesis, and log-mel distance to the original (multi-resolution log-mel L1, after
+   matching the resynthesis's RMS to the original's, since the codec speaks at a fixed level).
 
 Writes `report.json` and wav files (original / resynthesis pairs) to the output folder.
 """

@@ -165,20 +165,24 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     corpus_dir = os.path.join(lab_dir, "corpus")
     tts_dir = os.path.join(lab_dir, "tts")
     processor_dir = os.path.join(tts_dir, "processor")
-    if init_from is not None and not os.path.isfile(os.path.join(init_from, "config.json")):
-        raise FileNotFoundError(f"run_recipe: init_from={init_from!r} is not a model folder (no config.json).")
+    init_tokenizer = None
+    if init_from is not None:
+        if not os.path.isfile(os.path.join(init_from, "config.json")):
+            raise FileNotFoundError(f"run_recipe: init_from={init_from!r} is not a model folder (no config.json).")
+        init_tokenizer = VallEProcessor.from_pretrained(init_from).tokenizer
     if not os.path.isfile(os.path.join(processor_dir, "processor_config.json")):
         # The codes come from the codec's encoder; the decoder-only stage leaves the encoder as it is.
         if init_from is None:
             build_lab_processor(corpus_dir, os.path.join(lab_dir, "codec", "model"), processor_dir)
         else:  # the model's own phoneme ids
-            _save_processor(VallEProcessor.from_pretrained(init_from).tokenizer,
-                            os.path.join(lab_dir, "codec", "model"), processor_dir)
+            _save_processor(init_tokenizer, os.path.join(lab_dir, "codec", "model"), processor_dir)
         log(f"tts: processor in {processor_dir}")
     processor = VallEProcessor.from_pretrained(processor_dir)
     if init_from is not None:
-        own = VallEProcessor.from_pretrained(init_from).tokenizer.get_vocab()
-        if own != processor.tokenizer.get_vocab() or init_from_vocabulary(init_from) != len(own):
+        with open(os.path.join(init_from, "config.json")) as handle:
+            model_vocab_size = int(json.load(handle)["vocab_size"])
+        own = init_tokenizer.get_vocab()
+        if own != processor.tokenizer.get_vocab() or model_vocab_size != len(own):
             raise ValueError(f"run_recipe: the phoneme vocabulary of {processor_dir} is not the one {init_from} was "
                              f"trained with; delete {processor_dir} so that it is rebuilt from the model's own "
                              "tokenizer.")
@@ -218,12 +222,6 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
                                os.path.join(tts_dir, "model"))
     log(f"tts: model in {model_dir}")
     return model_dir
-
-
-def init_from_vocabulary(model_dir: str) -> int:
-    """The phoneme vocabulary size in a model folder's config."""
-    with open(os.path.join(model_dir, "config.json")) as handle:
-        return int(json.load(handle)["vocab_size"])
 
 
 def training_summary(lab_dir: str) -> dict:
