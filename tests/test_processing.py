@@ -329,6 +329,26 @@ def test_folder_runs_with_trust_remote_code_where_the_project_is_not_installed(v
     assert 0 < frames <= 8 * HOP and frames % HOP == 0
 
 
+def test_processor_alone_loads_a_model_folder_without_asking_for_remote_code(voice_folder):
+    # Importing only processing_valle must be enough: the tokenizer's loading reads config.json (with its auto_map)
+    # through AutoConfig, which would otherwise ask on stdin whether to run the folder's code.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from processing_valle import VallEProcessor
+        assert "modeling_valle" not in sys.modules
+        print(type(VallEProcessor.from_pretrained({str(voice_folder)!r}).tokenizer).__name__)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "VallEPhonemeTokenizer"
+    assert "custom code" not in result.stdout + result.stderr
+
+
 class PackageStyleCodec(torch.nn.Module):
     """Speaks the API of the original `encodec` package's EncodecModel (encodec/model.py), around the tiny codec."""
 

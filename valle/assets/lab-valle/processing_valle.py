@@ -1184,8 +1184,11 @@ except ImportError:
         VallEConfig = None
 
 if VallEConfig is not None:
-    from transformers import AutoProcessor, AutoTokenizer
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
+    # The tokenizer's loading reads the folder's config.json through AutoConfig: without "valle" known there (when
+    # only this file was imported), transformers would ask whether to run the folder's code.
+    AutoConfig.register("valle", VallEConfig, exist_ok=True)
     AutoTokenizer.register(VallEConfig, tokenizer_class=VallEPhonemeTokenizer, exist_ok=True)
     AutoProcessor.register(VallEConfig, VallEProcessor, exist_ok=True)
 
