@@ -92,3 +92,31 @@ def test_cli_alignment_on_a_prepared_dataset(tmp_path, capsys):
     datasets.Dataset.from_list([{"text": "no codes"}]).save_to_disk(str(tmp_path / "raw"))
     assert main(["alignment", str(tmp_path / "raw"), "--model", str(tmp_path / "model")]) == 2
     assert "no codes, input_ids column" in capsys.readouterr().err
+
+
+def test_free_running_reading_follows_a_head_through_the_decode(tmp_path):
+    import soundfile
+
+    from processing_valle import VallEProcessor
+    from tests.utils import tiny_codec, tiny_tokenizer, tiny_waveform
+    from valle.alignment import free_running_reading
+
+    tokenizer = tiny_tokenizer()
+    processor = VallEProcessor(tokenizer, codec=tiny_codec())
+    model = tiny_valle_model(vocab_size=len(tokenizer), num_codebooks=8, codebook_size=1024)
+    soundfile.write(tmp_path / "prompt.wav", tiny_waveform(1.0, sampling_rate=16_000, seed=3), 16_000)
+    torch.manual_seed(0)
+    result = free_running_reading(model, processor, "Hello world.", layer=1, head=2,
+                                  prompt_audio=str(tmp_path / "prompt.wav"), prompt_text="The lazy dog!",
+                                  max_new_tokens=12)
+    assert 1 <= result["frames"] <= 12
+    # one decoding step per generated frame, plus the one that chose end-of-speech when there was one
+    assert len(result["positions"]) == result["frames"] + int(result["finished_with_eos"])
+    # positions are inside the phoneme sequence: the prompt's transcript starts well below 0, the text ends at 1
+    assert all(-10 < p <= 1.0 + 1e-6 for p in result["positions"])
+    assert min(result["positions"]) <= result["final"] <= max(result["positions"])
+    assert model.training is False and model.config._attn_implementation != "valle_alignment_recorder"
+    with pytest.raises(ValueError, match="layers 0-1"):
+        free_running_reading(model, processor, "Hello.", layer=2, head=0)
+    with pytest.raises(ValueError, match="prompt_text"):
+        free_running_reading(model, processor, "Hello.", layer=0, head=0, prompt_audio=str(tmp_path / "prompt.wav"))

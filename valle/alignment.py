@@ -13,6 +13,10 @@ module measures, on recordings with their transcripts:
   one-hot alignment, 1/num_phonemes for a uniform one.
 
 A head counts as an *alignment head* when `monotonicity >= 0.9` and `text_mass >= 0.5`.
+
+Free-running, `free_running_reading` follows one such head while the AR samples: where in the target text it
+reads at each generated frame, so one sees whether the AR walks through the whole text before it stops, stalls,
+or never leaves the prompt's transcript.
 """
 
 from __future__ import annotations
@@ -122,6 +126,51 @@ def ar_alignment(model, examples: Iterable[dict]) -> dict:
     best = max(heads, key=lambda h: h["monotonicity"] * h["text_mass"])
     return {"examples": count, "heads": heads, "alignment_heads": sum(h["alignment_head"] for h in heads),
             "best": best}
+
+
+@torch.no_grad()
+def free_running_reading(model, processor, text: str, layer: int, head: int, prompt_audio=None,
+                         prompt_text: str | None = None, sampling_rate: int | None = None,
+                         **generate_kwargs) -> dict:
+    """Generates codebook 1 of `text` with the AR (VALL-E mode with `prompt_audio` and its `prompt_text`, or no
+    prompt) and follows AR head (`layer`, `head`) as it goes: at each decoding step, the attention-weighted mean
+    position over the phonemes, rescaled to the target text (0: its first phoneme, 1: its end-of-text token;
+    below 0: still in the prompt's transcript). `generate_kwargs` go to `generate_ar` (sampling options, seed
+    them with `torch.manual_seed`).
+
+    Returns `{"positions": [one per decoding step, the last one the step that ended], "final": the mean of
+    the last tenth, "frames": generated frames, "finished_with_eos": bool}`.
+    """
+    num_layers, num_heads = len(model.ar_decoder.layers), model.ar_decoder.layers[0].self_attn.num_heads
+    if not (0 <= layer < num_layers and 0 <= head < num_heads):
+        raise ValueError(f"free_running_reading: the AR has layers 0-{num_layers - 1} and heads 0-{num_heads - 1}, "
+                         f"got layer {layer}, head {head}.")
+    if (prompt_audio is None) != (prompt_text is None):
+        raise ValueError("free_running_reading: pass both prompt_audio and its transcript prompt_text, or neither.")
+    device = next(model.parameters()).device
+    inputs = processor(text=[text], prompt_audio=prompt_audio,
+                       prompt_text=None if prompt_text is None else [prompt_text],
+                       sampling_rate=sampling_rate).to(device)
+    num_phonemes = inputs["input_ids"].shape[1]
+    # The text alone is (BOS, its phonemes, EOS); after a prompt's transcript it is the end of the sequence minus BOS.
+    target_start = num_phonemes - (len(processor(text=[text])["input_ids"][0]) - 1)
+    span = max(1, num_phonemes - 1 - target_start)
+    was_training = model.training
+    model.eval()
+    try:
+        with record_attention(model) as records:
+            output = model.generate_ar(**inputs, return_dict_in_generate=True, **generate_kwargs)
+    finally:
+        model.train(was_training)
+    positions = []
+    for weights in records[model.ar_decoder.layers[layer].self_attn]:  # one call per decoding step
+        reading = weights[0, head, -1, :num_phonemes].double()
+        reading = reading / reading.sum().clamp_min(1e-12)
+        position = float((reading * torch.arange(num_phonemes, dtype=reading.dtype, device=reading.device)).sum())
+        positions.append(round((position - target_start) / span, 4))
+    tail = positions[-max(1, len(positions) // 10) :]
+    return {"positions": positions, "final": round(sum(tail) / len(tail), 4),
+            "frames": int(output.sequence_lengths[0]), "finished_with_eos": bool(output.finished_with_eos[0])}
 
 
 def markdown_table(result: dict) -> str:
