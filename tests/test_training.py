@@ -158,6 +158,12 @@ def test_tiny_model_overfits_tiny_dataset_and_reports_per_codebook_accuracy(tmp_
     metrics = trainer.evaluate(data)
     assert {f"eval_acc_codebook_{k}" for k in range(1, 5)} <= set(metrics)
     assert metrics["eval_acc_codebook_1"] > 0.8  # the AR memorised codebook 1 (chance: 1/17)
+    # the AR's text-reading statistics come with every evaluation, and are logged
+    heads = model.config.num_hidden_layers * model.config.num_attention_heads
+    assert 0 <= metrics["eval_ar_alignment_heads"] <= heads
+    assert -1 <= metrics["eval_ar_best_head_monotonicity"] <= 1 and 0 <= metrics["eval_ar_best_head_text_mass"] <= 1
+    assert 0 < metrics["eval_ar_best_head_sharpness"] <= 1
+    assert any("eval_ar_alignment_heads" in entry for entry in trainer.state.log_history)
     assert trainer.evaluate(data)["eval_loss"] == metrics["eval_loss"]  # fixed draws: evaluation is repeatable
     saved = Path(args.output_dir)
     assert (saved / "model.safetensors").exists()
@@ -208,6 +214,15 @@ def test_single_decoder_modes_train_only_that_decoder(tmp_path, mode):
     metrics = trainer.evaluate(tiny_prepared(4))
     assert ("eval_acc_codebook_1" in metrics) == (mode == "ar")
     assert ("eval_acc_codebook_2" in metrics) == (mode == "nar")
+    assert ("eval_ar_alignment_heads" in metrics) == (mode == "ar")  # only where the AR is trained
+    trainer.alignment_examples = 0
+    assert "eval_ar_alignment_heads" not in trainer.evaluate(tiny_prepared(4))
+    with pytest.raises(ValueError, match="alignment_examples"):
+        VallETrainer(model=model, args=quiet_args(tmp_path / "x"), train_dataset=tiny_prepared(4), alignment_examples=-1)
+    from valle.cli import main
+
+    assert main(["train", "--model", "m.json", "--alignment-examples", "-1", str(tmp_path), "--", "--output_dir",
+                 str(tmp_path / "y")]) == 2
     with pytest.raises(ValueError, match="train_mode"):
         set_train_mode(model, "decoder")
 

@@ -91,6 +91,11 @@ class VallETrainer(Trainer):
         max_batch_size (`int`, *optional*): cap on utterances per batch.
         eval_max_tokens (`int`, *optional*): budget of evaluation batches (default: `max_tokens`).
         length_column (`str`, defaults to "num_frames"): the column with each utterance's frame count.
+        alignment_examples (`int`, defaults to 16): each evaluation also measures, on this many evaluation
+            utterances (evenly spaced), whether the AR has learnt to read its text (`valle.alignment`):
+            `eval_ar_alignment_heads` and the best head's `eval_ar_best_head_{monotonicity,text_mass,sharpness}`,
+            logged beside the eval loss. 0 turns it off; it is skipped when the AR is not trained and under
+            FSDP / DeepSpeed (sharded weights).
 
     The datasets must be prepared ones (`valle.data.prepare_dataset`): `input_ids`, `codes`, `num_frames`.
     `data_collator` defaults to `VallEDataCollator(pad_token_id=config.pad_token_id)`.
@@ -104,6 +109,7 @@ class VallETrainer(Trainer):
         eval_max_tokens: int | None = None,
         length_column: str = LENGTH_COLUMN,
         eval_data_collator=None,
+        alignment_examples: int = 16,
         **kwargs,
     ):
         model = kwargs.get("model", args[0] if args else None)
@@ -126,6 +132,9 @@ class VallETrainer(Trainer):
         self.max_batch_size = max_batch_size
         self.eval_max_tokens = eval_max_tokens or max_tokens
         self.length_column = length_column
+        if alignment_examples < 0:
+            raise ValueError(f"VallETrainer: alignment_examples must be >= 0 (0 = off), got {alignment_examples}.")
+        self.alignment_examples = alignment_examples
         # Evaluation may need its own collator: same-speaker prompts for unseen eval speakers come from eval data.
         self.eval_data_collator = eval_data_collator or self.data_collator
         self._train_batch_sampler: TokenBudgetBatchSampler | None = None
@@ -208,6 +217,37 @@ class VallETrainer(Trainer):
         return super()._run_epoch(*args, **kwargs)
 
     # ---- evaluation ------------------------------------------------------------------------------------------
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics = super().evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys,
+                                   metric_key_prefix=metric_key_prefix)
+        if isinstance(eval_dataset, str):
+            eval_dataset = self.eval_dataset[eval_dataset]
+        alignment = self._alignment_metrics(eval_dataset if eval_dataset is not None else self.eval_dataset,
+                                            metric_key_prefix)
+        if alignment:
+            self.log(alignment)
+            metrics.update(alignment)
+        return metrics
+
+    def _alignment_metrics(self, dataset, prefix: str) -> dict[str, float]:
+        """The AR's text-reading statistics on a few evaluation utterances (see `alignment_examples`)."""
+        from valle.alignment import ar_alignment
+
+        model = self.accelerator.unwrap_model(self.model)
+        if (self.alignment_examples == 0 or model.config.ar_loss_weight <= 0 or self.is_fsdp_enabled
+                or self.is_deepspeed_enabled or dataset is None or len(dataset) == 0):
+            return {}
+        step = max(1, len(dataset) // self.alignment_examples)
+        examples = dataset.select(range(0, len(dataset), step)[: self.alignment_examples])
+        examples = [example for example in examples if len(example["codes"]) >= 2]
+        if not examples:
+            return {}
+        best = ar_alignment(model, examples)
+        return {
+            f"{prefix}_ar_alignment_heads": float(best["alignment_heads"]),
+            **{f"{prefix}_ar_best_head_{key}": best["best"][key] for key in ("monotonicity", "text_mass", "sharpness")},
+        }
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """
@@ -305,12 +345,14 @@ def train(
     card_datasets: list[str] | None = None,
     card_languages: list[str] | str | None = None,
     callbacks=None,
+    alignment_examples: int = 16,
 ) -> VallETrainer:
     """
     Trains `model` on prepared data, saves it (and `processor`) in `args.output_dir` and writes its model card.
 
-    `resume_from_checkpoint`: a checkpoint folder, or `True` for the latest in `args.output_dir`. Returns the trainer
-    (its `state.log_history` holds the losses).
+    `resume_from_checkpoint`: a checkpoint folder, or `True` for the latest in `args.output_dir`.
+    `alignment_examples`: evaluation utterances on which each evaluation also checks that the AR reads its text
+    (see `VallETrainer`; 0 = off). Returns the trainer (its `state.log_history` holds the losses).
     """
     set_train_mode(model, train_mode)
     if args.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
@@ -339,6 +381,7 @@ def train(
         max_tokens=max_tokens,
         max_batch_size=max_batch_size,
         callbacks=callbacks,
+        alignment_examples=alignment_examples,
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model(args.output_dir)

@@ -18,6 +18,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--processor", default=None, help="VallEProcessor folder, saved with the model")
     parser.add_argument("--eval-data", default=None, help="prepared evaluation data (default: --eval-fraction)")
     parser.add_argument("--eval-fraction", type=float, default=0.0, help="hold out this fraction of DATA for eval")
+    parser.add_argument("--alignment-examples", type=int, default=16,
+                        help="eval utterances on which each evaluation also checks that the AR reads its text "
+                             "(eval_ar_alignment_heads, eval_ar_best_head_*; see `valle alignment`); 0 = off")
     parser.add_argument("--mode", choices=("both", "ar", "nar"), default="both", help="which decoders to train")
     parser.add_argument("--max-tokens", type=int, default=6000,
                         help="acoustic frames per device per batch (utterances x longest; paper: ~6k per GPU)")
@@ -47,11 +50,14 @@ def run(args) -> int:
     if remaining and remaining[0] == "--":
         remaining = remaining[1:]
     own = {"--model", "--processor", "--eval-data", "--eval-fraction", "--mode", "--max-tokens", "--max-batch-size",
-           "--prompts", "--resume", "--resume-from", "--dataset-name"}
+           "--prompts", "--resume", "--resume-from", "--dataset-name", "--alignment-examples"}
     misplaced = sorted(own.intersection(item.split("=")[0] for item in remaining))
     if misplaced:
         print(f"error: {', '.join(misplaced)} came after DATA, where only TrainingArguments go. Write "
               "`valle train --model ... [options] DATA -- --output_dir ... [TrainingArguments]`.", file=sys.stderr)
+        return 2
+    if args.alignment_examples < 0:
+        print(f"error: --alignment-examples must be >= 0 (0 = off), got {args.alignment_examples}.", file=sys.stderr)
         return 2
     parser = HfArgumentParser(TrainingArguments)
     parser.set_defaults(remove_unused_columns=False, **paper_training_defaults())
@@ -96,6 +102,7 @@ def run(args) -> int:
         resume_from_checkpoint=resume,
         processor=processor,
         card_datasets=args.dataset_name,
+        alignment_examples=args.alignment_examples,
     )
     if trainer.is_world_process_zero():
         print(f"Saved the model in {training_args.output_dir} after {trainer.state.global_step} steps.")
