@@ -215,6 +215,9 @@ def test_single_decoder_modes_train_only_that_decoder(tmp_path, mode):
     assert ("eval_acc_codebook_1" in metrics) == (mode == "ar")
     assert ("eval_acc_codebook_2" in metrics) == (mode == "nar")
     assert ("eval_ar_alignment_heads" in metrics) == (mode == "ar")  # only where the AR is trained
+    trainer.eval_dataset = {"dev": tiny_prepared(4), "test": tiny_prepared(3, seed=1)}  # several sets: one each
+    named = trainer.evaluate()
+    assert ("eval_dev_ar_alignment_heads" in named and "eval_test_ar_alignment_heads" in named) == (mode == "ar")
     trainer.alignment_examples = 0
     assert "eval_ar_alignment_heads" not in trainer.evaluate(tiny_prepared(4))
     with pytest.raises(ValueError, match="alignment_examples"):

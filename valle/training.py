@@ -234,6 +234,8 @@ class VallETrainer(Trainer):
         """The AR's text-reading statistics on a few evaluation utterances (see `alignment_examples`)."""
         from valle.alignment import ar_alignment
 
+        if isinstance(dataset, dict) or not hasattr(dataset, "select"):
+            return {}  # several evaluation sets are each scored in their own `evaluate` call; other datasets: skipped
         model = self.accelerator.unwrap_model(self.model)
         if (self.alignment_examples == 0 or model.config.ar_loss_weight <= 0 or self.is_fsdp_enabled
                 or self.is_deepspeed_enabled or dataset is None or len(dataset) == 0):
