@@ -60,14 +60,27 @@ def record_attention(model) -> Iterator[dict]:
         model.set_attn_implementation(previous)
 
 
+def evenly_spaced(dataset, count: int):
+    """At most `count` rows of a `datasets.Dataset`, spread evenly over it."""
+    step = max(1, len(dataset) // count)
+    return dataset.select(range(0, len(dataset), step)[:count])
+
+
+def _reading(text_attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From attention on the phonemes (..., num_phonemes): its total (the text's share), the attention renormalised
+    over the phonemes, and the phoneme position read (the renormalised attention's mean position)."""
+    text_attention = text_attention.double()
+    mass = text_attention.sum(dim=-1)
+    reading = text_attention / mass.clamp_min(1e-12)[..., None]
+    positions = torch.arange(reading.shape[-1], dtype=reading.dtype, device=reading.device)
+    return mass, reading, (reading * positions).sum(dim=-1)
+
+
 def _head_statistics(weights: torch.Tensor, num_phonemes: int, num_frames: int) -> torch.Tensor:
     """(heads, 3): text_mass, monotonicity, sharpness of one item's AR attention (heads, queries, keys), laid out
     as (phonemes, audio BOS?, frames...): the queries are the last `num_frames` audio positions."""
     total = weights.shape[-1]
-    frames = weights[:, total - num_frames : total, :num_phonemes].double()
-    mass = frames.sum(dim=-1)  # (heads, frames)
-    reading = frames / mass.clamp_min(1e-12)[..., None]
-    position = (reading * torch.arange(num_phonemes, dtype=reading.dtype)).sum(dim=-1)  # (heads, frames)
+    mass, reading, position = _reading(weights[:, total - num_frames : total, :num_phonemes])  # (heads, frames)
     time = torch.arange(num_frames, dtype=reading.dtype)
     centred_position = position - position.mean(dim=-1, keepdim=True)
     centred_time = time - time.mean()
@@ -92,8 +105,9 @@ def ar_alignment(model, examples: Iterable[dict]) -> dict:
     ar_modules = {layer.self_attn: index for index, layer in enumerate(model.ar_decoder.layers)}
     num_layers, num_heads = len(ar_modules), model.ar_decoder.layers[0].self_attn.num_heads
     device = next(model.parameters()).device
-    was_training = model.training
+    was_training, nar_loss_weight = model.training, model.config.nar_loss_weight
     model.eval()
+    model.config.nar_loss_weight = 0.0  # forward then runs the AR alone: the NAR's attention is not wanted here
     totals = torch.zeros(num_layers, num_heads, 3)
     count = 0
     try:
@@ -104,12 +118,13 @@ def ar_alignment(model, examples: Iterable[dict]) -> dict:
                 if codes.shape[1] < 2:
                     continue  # one frame has no order to follow
                 records.clear()
-                model(input_ids=input_ids, labels=codes, nar_stage=1)
+                model(input_ids=input_ids, labels=codes)
                 for module, index in ar_modules.items():
                     (weights,) = records[module]
                     totals[index] += _head_statistics(weights[0].cpu(), input_ids.shape[1], codes.shape[1])
                 count += 1
     finally:
+        model.config.nar_loss_weight = nar_loss_weight
         model.train(was_training)
     if count == 0:
         raise ValueError("ar_alignment: no example with at least 2 frames of codes.")
@@ -162,12 +177,10 @@ def free_running_reading(model, processor, text: str, layer: int, head: int, pro
             output = model.generate_ar(**inputs, return_dict_in_generate=True, **generate_kwargs)
     finally:
         model.train(was_training)
-    positions = []
-    for weights in records[model.ar_decoder.layers[layer].self_attn]:  # one call per decoding step
-        reading = weights[0, head, -1, :num_phonemes].double()
-        reading = reading / reading.sum().clamp_min(1e-12)
-        position = float((reading * torch.arange(num_phonemes, dtype=reading.dtype, device=reading.device)).sum())
-        positions.append(round((position - target_start) / span, 4))
+    # One call per decoding step; its last query wrote the step's frame.
+    calls = records[model.ar_decoder.layers[layer].self_attn]
+    steps = torch.stack([weights[0, head, -1, :num_phonemes] for weights in calls])
+    positions = [round((float(position) - target_start) / span, 4) for position in _reading(steps)[2]]
     tail = positions[-max(1, len(positions) // 10) :]
     return {"positions": positions, "final": round(sum(tail) / len(tail), 4),
             "frames": int(output.sequence_lengths[0]), "finished_with_eos": bool(output.finished_with_eos[0])}

@@ -232,17 +232,16 @@ class VallETrainer(Trainer):
 
     def _alignment_metrics(self, dataset, prefix: str) -> dict[str, float]:
         """The AR's text-reading statistics on a few evaluation utterances (see `alignment_examples`)."""
-        from valle.alignment import ar_alignment
+        from valle.alignment import ar_alignment, evenly_spaced
 
         if isinstance(dataset, dict) or not hasattr(dataset, "select"):
             return {}  # several evaluation sets are each scored in their own `evaluate` call; other datasets: skipped
         model = self.accelerator.unwrap_model(self.model)
         if (self.alignment_examples == 0 or model.config.ar_loss_weight <= 0 or self.is_fsdp_enabled
-                or self.is_deepspeed_enabled or dataset is None or len(dataset) == 0):
+                or self.is_deepspeed_enabled or len(dataset) == 0):
             return {}
-        step = max(1, len(dataset) // self.alignment_examples)
-        examples = dataset.select(range(0, len(dataset), step)[: self.alignment_examples])
-        examples = [example for example in examples if len(example["codes"]) >= 2]
+        examples = [example for example in evenly_spaced(dataset, self.alignment_examples)
+                    if len(example["codes"]) >= 2]
         if not examples:
             return {}
         best = ar_alignment(model, examples)

@@ -26,7 +26,7 @@ def run(args) -> int:
     import torch
 
     from modeling_valle import VallEForConditionalCodecGeneration
-    from valle.alignment import ar_alignment, markdown_table
+    from valle.alignment import ar_alignment, evenly_spaced, markdown_table
 
     if args.limit < 1:
         print(f"valle alignment: --limit must be at least 1, got {args.limit}.", file=sys.stderr)
@@ -46,8 +46,7 @@ def run(args) -> int:
         print(f"valle alignment: {args.data} has no {', '.join(sorted(missing))} column; it must be the output of "
               "`valle prepare`.", file=sys.stderr)
         return 2
-    step = max(1, len(data) // args.limit)
-    data = data.select(range(0, len(data), step)[: args.limit])
+    data = evenly_spaced(data, args.limit)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = VallEForConditionalCodecGeneration.from_pretrained(args.model).to(device)
     result = ar_alignment(model, data)
