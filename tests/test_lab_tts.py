@@ -105,6 +105,10 @@ def test_train_command_runs_valle_train_with_one_decoder(tmp_path):
     os.makedirs(tmp_path / "nar" / "checkpoint-5")
     assert has_checkpoint(str(tmp_path / "nar"))
     assert "--resume" in train_command("ar", "d", "c", "p", str(tmp_path / "nar"), seed=0, steps=1, resume=True)
+    assert "--join-same-speaker" not in command
+    joined = train_command("ar", "d", "c", "p", "o", seed=0, steps=1, resume=False, join_same_speaker=1.0)
+    assert joined[joined.index("--join-same-speaker") + 1] == "1.0" and joined.index("--join-same-speaker") < \
+        joined.index("d")  # a `valle train` option, before DATA
 
 
 def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
@@ -194,6 +198,11 @@ def test_recipe_init_from_checks_the_model_and_its_vocabulary(tiny_lab, tmp_path
 
     with pytest.raises(FileNotFoundError, match="not a model folder"):
         run_recipe(str(tiny_lab), init_from=str(tmp_path / "nothing"), log=lambda line: None)
+    # 0 steps keeps a decoder of --init-from: without one, or with nothing left to train, refused at once.
+    with pytest.raises(ValueError, match="needs --init-from"):
+        run_recipe(str(tiny_lab), steps={"nar": 0}, log=lambda line: None)
+    with pytest.raises(ValueError, match="trains nothing"):
+        run_recipe(str(tiny_lab), steps={"ar": 0, "nar": 0}, init_from=str(tmp_path / "nothing"), log=lambda line: None)
     model_dir = tmp_path / "model"
     build_random_bundle(str(model_dir))
     lab = tmp_path / "lab"
@@ -222,3 +231,7 @@ def test_recipe_init_from_checks_the_model_and_its_vocabulary(tiny_lab, tmp_path
     summary = training_summary(str(lab))
     assert summary["recipe"].endswith("--init-from valle/assets/lab-valle")
     assert summary["initialised from"] == {"init_from": "valle/assets/lab-valle"}
+    (lab / "tts" / "options.json").write_text(json.dumps({"steps": {"ar": 10, "nar": 0}, "join_same_speaker": 1.0}))
+    summary = training_summary(str(lab))
+    assert summary["recipe"].endswith("--init-from valle/assets/lab-valle, --join-same-speaker 1.0, --nar-steps 0")
+    assert summary["NAR"] == "kept from the initial model" and summary["joined rows per utterance (AR)"] == 1.0

@@ -146,6 +146,44 @@ def losses(trainer):
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry and "eval_loss" not in entry]
 
 
+def test_join_same_speaker_appends_joined_rows_of_one_speaker_within_the_length_limit():
+    from valle.data import join_same_speaker
+
+    data = tiny_prepared(30, speakers=3).map(lambda row: {"input_ids": [1, *row["input_ids"], 2]})
+    rows = {row["id"]: row for row in data}
+    joined = join_same_speaker(data, 1.0, separator_id=8, bos_token_id=1, eos_token_id=2, max_frames=40, seed=3)
+    assert joined.features == data.features and joined[: len(data)] == data[:]  # the originals first, untouched
+    extra = joined.select(range(len(data), len(joined)))
+    assert 0 < len(extra) <= len(data)
+    for row in extra:
+        first, second = (rows[part] for part in row["id"].split("+"))
+        assert first["id"] != second["id"] and first["speaker"] == second["speaker"] == row["speaker"]
+        # one begin and one end token, a word boundary at the joint
+        assert row["input_ids"] == first["input_ids"][:-1] + [8] + second["input_ids"][1:]
+        assert row["codes"] == first["codes"] + second["codes"]
+        assert row["num_frames"] == len(row["codes"]) == first["num_frames"] + second["num_frames"] <= 40
+    again = join_same_speaker(data, 1.0, separator_id=8, bos_token_id=1, eos_token_id=2, max_frames=40, seed=3)
+    assert again["id"] == joined["id"]  # the same seed draws the same pairs (a resumed run sees the same data)
+    other = join_same_speaker(data, 0.5, separator_id=None, max_frames=60, seed=4)
+    assert len(other) - len(data) == 15  # every drawn utterance found a partner within 60 frames
+    default = join_same_speaker(data, 1.0, separator_id=None)  # limit: the longest utterance of the data
+    assert len(default) > len(data) and max(default["num_frames"]) == max(data["num_frames"])
+    assert all(len(row["input_ids"]) == sum(len(rows[part]["input_ids"]) for part in row["id"].split("+"))
+               for row in other.select(range(len(data), len(other))))  # no separator, specials kept as they were
+
+    with pytest.raises(ValueError, match="speaker"):
+        join_same_speaker(data.remove_columns("speaker"), 1.0, separator_id=8)
+    with pytest.raises(ValueError, match="> 0"):
+        join_same_speaker(data, 0.0, separator_id=8)
+    with pytest.raises(ValueError, match="no two utterances"):
+        join_same_speaker(data, 1.0, separator_id=8, max_frames=10)
+    with pytest.raises(ValueError, match="processor"):
+        train(tiny_valle_model(), quiet_args("unused"), data, join_same_speaker=1.0)
+    from valle.cli import main
+
+    assert main(["train", "--model", "m.json", "--join-same-speaker", "1", "data", "--", "--output_dir", "x"]) == 2
+
+
 def test_tiny_model_overfits_tiny_dataset_and_reports_per_codebook_accuracy(tmp_path):
     torch.set_num_threads(1)
     data = tiny_prepared(12)
@@ -341,7 +379,8 @@ def test_cli_prepare_train_resume(tmp_path):
 
     run = tmp_path / "run"
     options = ["train", "--model", tmp_path / "model.json", "--processor", tmp_path / "processor",
-               "--max-tokens", "200", "--prompts"]
+               "--max-tokens", "200", "--prompts", "--join-same-speaker", "1",
+               "--join-max-frames", "100"]
     trainer_args = [prepared, "--", "--output_dir", run, "--use_cpu", "--report_to", "none", "--save_steps", "2",
                     "--logging_steps", "1", "--disable_tqdm", "true"]
     valle(*options, *trainer_args, "--max_steps", "2")

@@ -551,4 +551,106 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(temporary, path)
 
 
-__all__ = ["PreparationReport", "audio_folder_dataset", "load_source", "prepare_dataset"]
+def join_same_speaker(
+    dataset,
+    fraction: float,
+    *,
+    separator_id: int | None,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    max_frames: int | None = None,
+    seed: int = 0,
+    speaker_column: str = "speaker",
+    length_column: str = "num_frames",
+):
+    """
+    Adds joined utterances to prepared data: two utterances of the same speaker, one after the other, as one
+    training sequence (phonemes `a + separator + b`, codes `a` then `b`). Returns `dataset` followed by the joined
+    rows, about `fraction * len(dataset)` of them.
+
+    Why: the AR learns from single utterances, and VALL-E mode then asks it to go on from a prompt taken from
+    ANOTHER utterance into a new sentence, a joint it never saw. The paper's LibriLight segments (10-20 s of read
+    books) hold many sentence joints; a corpus of one-sentence utterances (the lab's, many TTS sets) holds none.
+    Joined rows put that joint back into plain next-token training, without an explicit prompt.
+
+    Args:
+        dataset (`datasets.Dataset`): prepared data (`valle prepare`): `input_ids`, `codes`, `num_frames`, the
+            speaker column; `id`, `text` and `seconds` are joined too when present.
+        fraction (`float`): joined rows per utterance (> 0; 1.0 doubles the data, half of it joined).
+        separator_id (`int` or `None`): the word separator's id (a word boundary between the two), or None.
+        bos_token_id, eos_token_id (`int`, *optional*): the ids wrapping each utterance's phonemes, if any; the
+            joined row keeps the first utterance's begin and the second's end token only.
+        max_frames (`int`, *optional*): longest joined row in codec frames (default: the longest utterance of
+            `dataset`, so that no batch gets longer than the data already has).
+        seed (`int`): the draw of the pairs (the same seed gives the same rows, so a resumed run sees the same data).
+    """
+    import datasets
+
+    if not fraction > 0:
+        raise ValueError(f"`fraction` must be > 0 (joined rows per utterance), got {fraction}.")
+    missing = [column for column in ("input_ids", "codes", length_column, speaker_column)
+               if column not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"join_same_speaker needs the columns {missing} (the data has {dataset.column_names}): prepare it with "
+            "`valle prepare --speaker-column ...` so that each utterance knows its speaker."
+        )
+    frames = np.asarray(dataset[length_column], dtype=np.int64)
+    limit = int(frames.max()) if max_frames is None else int(max_frames)
+    rows_by_speaker: dict[Any, list[int]] = {}
+    for row, speaker in enumerate(dataset[speaker_column]):
+        rows_by_speaker.setdefault(speaker, []).append(row)
+    rows_by_speaker = {speaker: np.asarray(rows) for speaker, rows in rows_by_speaker.items()}
+    speakers = dataset[speaker_column]
+    rng = np.random.default_rng([seed, 0x4A4F494E])  # "JOIN": its own stream, apart from other draws on `seed`
+    count = int(round(fraction * len(dataset)))
+    drawn = rng.permutation(len(dataset))[:count] if count <= len(dataset) else rng.integers(len(dataset), size=count)
+    firsts, kept = [], []
+    for second in drawn:
+        rows = rows_by_speaker[speakers[second]]
+        fits = rows[(rows != second) & (frames[rows] + frames[second] <= limit)]
+        if fits.size:
+            firsts.append(int(fits[rng.integers(fits.size)]))
+            kept.append(int(second))
+    if not kept:
+        raise ValueError(
+            f"join_same_speaker: no two utterances of one speaker fit in {limit} frames together. Each speaker needs "
+            "at least two utterances; raise `max_frames` if they are long."
+        )
+    if len(kept) < count:
+        logger.info("join_same_speaker: %d of %d drawn utterances had no partner within %d frames.",
+                    count - len(kept), count, limit)
+    head = dataset.select(firsts)
+    columns = set(dataset.column_names)
+
+    def strip(ids, first: bool):
+        ids = list(ids)
+        if first and eos_token_id is not None and ids and ids[-1] == eos_token_id:
+            ids = ids[:-1]
+        if not first and bos_token_id is not None and ids and ids[0] == bos_token_id:
+            ids = ids[1:]
+        return ids
+
+    def join(batch, indices):
+        before = head[indices[0] : indices[-1] + 1]
+        joint = [separator_id] if separator_id is not None else []
+        out = {
+            "input_ids": [strip(a, True) + joint + strip(b, False)
+                          for a, b in zip(before["input_ids"], batch["input_ids"])],
+            "codes": [list(a) + list(b) for a, b in zip(before["codes"], batch["codes"])],
+            length_column: [int(a) + int(b) for a, b in zip(before[length_column], batch[length_column])],
+        }
+        if "id" in columns:
+            out["id"] = [f"{a}+{b}" for a, b in zip(before["id"], batch["id"])]
+        if "text" in columns:
+            out["text"] = [f"{a} {b}" for a, b in zip(before["text"], batch["text"])]
+        if "seconds" in columns:
+            out["seconds"] = [float(a) + float(b) for a, b in zip(before["seconds"], batch["seconds"])]
+        return out
+
+    joined = dataset.select(kept).map(join, with_indices=True, batched=True, batch_size=256, features=dataset.features,
+                                      desc="joining utterances of the same speaker")
+    return datasets.concatenate_datasets([dataset, joined])
+
+
+__all__ = ["PreparationReport", "audio_folder_dataset", "join_same_speaker", "load_source", "prepare_dataset"]

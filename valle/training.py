@@ -347,15 +347,37 @@ def train(
     card_languages: list[str] | str | None = None,
     callbacks=None,
     alignment_examples: int = 16,
+    join_same_speaker: float = 0.0,
+    join_max_frames: int | None = None,
 ) -> VallETrainer:
     """
     Trains `model` on prepared data, saves it (and `processor`) in `args.output_dir` and writes its model card.
 
     `resume_from_checkpoint`: a checkpoint folder, or `True` for the latest in `args.output_dir`.
     `alignment_examples`: evaluation utterances on which each evaluation also checks that the AR reads its text
-    (see `VallETrainer`; 0 = off). Returns the trainer (its `state.log_history` holds the losses).
+    (see `VallETrainer`; 0 = off).
+    `join_same_speaker`: add this many joined rows per training utterance, two utterances of one speaker as one
+    sequence (`valle.data.join_same_speaker`; needs `processor` for the word separator), so that the AR learns to go
+    on from another utterance's prompt into a new sentence (VALL-E mode). 0 = off. `join_max_frames`: the longest
+    joined row (default: the longest utterance of `train_dataset`).
+    Returns the trainer (its `state.log_history` holds the losses).
     """
     set_train_mode(model, train_mode)
+    if join_same_speaker:
+        if processor is None:
+            raise ValueError("join_same_speaker needs the processor (its tokenizer's word separator and special "
+                             "tokens); pass processor=... (`valle train --processor DIR`).")
+        from .data import join_same_speaker as join
+
+        tokenizer = processor.tokenizer
+        separator = tokenizer.word_separator
+        before = len(train_dataset)
+        train_dataset = join(
+            train_dataset, join_same_speaker, seed=args.seed, speaker_column=speaker_column,
+            separator_id=tokenizer.convert_tokens_to_ids(separator) if separator is not None else None,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, max_frames=join_max_frames,
+        )
+        logger.info("join_same_speaker: %d utterances + %d joined rows.", before, len(train_dataset) - before)
     if args.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
         raise ValueError("This model does not support gradient checkpointing; drop --gradient_checkpointing.")
     def make_collator(prompt_source):

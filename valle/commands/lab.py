@@ -47,7 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, default=1, help="torch threads for training (default: 1)")
     group.add_argument("--ar-steps", type=int, default=None, help="training steps of the lab VALL-E's AR decoder "
                        "(default: valle.lab.tts.RECIPE)")
-    group.add_argument("--nar-steps", type=int, default=None, help="training steps of its NAR decoder")
+    group.add_argument("--nar-steps", type=int, default=None, help="training steps of its NAR decoder (with "
+                       "--init-from, 0 keeps a decoder of that model as it is; the same for --ar-steps)")
+    group.add_argument("--join-same-speaker", type=float, default=0.0, metavar="FRACTION",
+                       help="tts: add FRACTION joined rows (two utterances of one speaker) per utterance to the AR's "
+                            "data, so that it learns VALL-E mode's joint into a new sentence (default 0: off)")
     group.add_argument("--init-from", default=None,
                        help="tts: go on training this lab VALL-E folder (e.g. valle/assets/lab-valle) instead of a "
                             "new model, e.g. on a larger corpus (its vocabulary and config are kept)")
@@ -126,8 +130,13 @@ def run(args) -> int:
         elif step == "tts":
             from valle.lab.tts import run_recipe
 
-            steps = {mode: value for mode, value in (("ar", args.ar_steps), ("nar", args.nar_steps)) if value}
-            run_recipe(args.dir, seed=args.seed, steps=steps, num_proc=max(1, args.workers), init_from=args.init_from)
+            steps = {mode: value for mode, value in (("ar", args.ar_steps), ("nar", args.nar_steps)) if value is not None}
+            try:
+                run_recipe(args.dir, seed=args.seed, steps=steps, num_proc=max(1, args.workers),
+                           init_from=args.init_from, join_same_speaker=args.join_same_speaker)
+            except ValueError as error:
+                print(f"valle lab tts: {error}", file=sys.stderr)
+                return 2
         elif step == "bundle":
             from valle.lab.tts import build_bundle, training_summary
 

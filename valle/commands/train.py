@@ -27,6 +27,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=None, help="cap on utterances per batch")
     parser.add_argument("--prompts", action="store_true",
                         help="give the NAR a prompt from another utterance of the same speaker (needs a speaker column)")
+    parser.add_argument("--join-same-speaker", type=float, default=0.0, metavar="FRACTION",
+                        help="add FRACTION joined rows per utterance: two utterances of one speaker as one sequence, "
+                             "so that the AR learns VALL-E mode's joint from a prompt into a new sentence (needs "
+                             "--processor and a speaker column; 0 = off)")
+    parser.add_argument("--join-max-frames", type=int, default=None,
+                        help="longest joined row in codec frames (default: the longest utterance of DATA)")
     parser.add_argument("--resume", action="store_true", help="resume from the latest checkpoint-* in the output dir")
     parser.add_argument("--resume-from", default=None, help="resume from this checkpoint folder")
     parser.add_argument("--dataset-name", action="append", default=None, help="Hub id of the data, for the card")
@@ -50,7 +56,8 @@ def run(args) -> int:
     if remaining and remaining[0] == "--":
         remaining = remaining[1:]
     own = {"--model", "--processor", "--eval-data", "--eval-fraction", "--mode", "--max-tokens", "--max-batch-size",
-           "--prompts", "--resume", "--resume-from", "--dataset-name", "--alignment-examples"}
+           "--prompts", "--resume", "--resume-from", "--dataset-name", "--alignment-examples", "--join-same-speaker",
+           "--join-max-frames"}
     misplaced = sorted(own.intersection(item.split("=")[0] for item in remaining))
     if misplaced:
         print(f"error: {', '.join(misplaced)} came after DATA, where only TrainingArguments go. Write "
@@ -58,6 +65,11 @@ def run(args) -> int:
         return 2
     if args.alignment_examples < 0:
         print(f"error: --alignment-examples must be >= 0 (0 = off), got {args.alignment_examples}.", file=sys.stderr)
+        return 2
+    if args.join_same_speaker < 0 or (args.join_same_speaker and not args.processor):
+        print("error: --join-same-speaker needs a fraction >= 0 and --processor (the word separator between the two "
+              f"utterances comes from its tokenizer); got {args.join_same_speaker}"
+              f"{'' if args.processor else ' without --processor'}.", file=sys.stderr)
         return 2
     parser = HfArgumentParser(TrainingArguments)
     parser.set_defaults(remove_unused_columns=False, **paper_training_defaults())
@@ -103,6 +115,8 @@ def run(args) -> int:
         processor=processor,
         card_datasets=args.dataset_name,
         alignment_examples=args.alignment_examples,
+        join_same_speaker=args.join_same_speaker,
+        join_max_frames=args.join_max_frames,
     )
     if trainer.is_world_process_zero():
         print(f"Saved the model in {training_args.output_dir} after {trainer.state.global_step} steps.")

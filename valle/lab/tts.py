@@ -1,7 +1,7 @@
 """The lab's own VALL-E: a processor over the lab codec and a small model config to train with `valle train`.
 
 The recipe (`valle lab tts`, see README "The built-in model") is the project's ordinary tools run on the lab
-corpus: `build_lab_processor` -> `valle prepare` -> `valle train` (AR and NAR as two processes, one core each)
+corpus: `build_lab_processor` -> `valle prepare` -> `valle train` (AR and NAR as two processes, one core each on 2 cores)
 -> `merge_decoders` / `assemble_model` -> `build_bundle` (`valle lab bundle`).
 """
 
@@ -119,15 +119,17 @@ RECIPE = {
 
 
 def train_command(mode: str, data_dir: str, model: str, processor_dir: str, output_dir: str, seed: int,
-                  steps: int, resume: bool) -> list[str]:
-    """The `valle train` command line that trains one decoder of the lab model (one CPU thread). `model`: a config
-    JSON (a new model) or a model folder (go on training it)."""
+                  steps: int, resume: bool, join_same_speaker: float = 0.0) -> list[str]:
+    """The `valle train` command line that trains one decoder of the lab model. `model`: a config JSON (a new
+    model) or a model folder (go on training it)."""
     import sys
 
     command = [
         sys.executable, "-m", "valle", "train", "--model", model, "--processor", processor_dir,
         "--mode", mode, "--max-tokens", str(RECIPE["max_tokens"]),
     ]
+    if join_same_speaker:
+        command += ["--join-same-speaker", str(join_same_speaker)]
     if resume:
         command.append("--resume")
     command += [
@@ -144,17 +146,20 @@ def has_checkpoint(output_dir: str) -> bool:
 
 
 def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc: int = 2,
-               init_from: str | None = None, log=print) -> str:
+               init_from: str | None = None, join_same_speaker: float = 0.0, log=print) -> str:
     """Trains the lab VALL-E from the lab corpus and codec; every stage resumes where it stopped.
 
-    `steps`: training steps per decoder, e.g. `{"ar": 2400, "nar": 1500}` (default `RECIPE["steps"]`).
+    `steps`: training steps per decoder, e.g. `{"ar": 2400, "nar": 1500}` (default `RECIPE["steps"]`). With
+    `init_from`, 0 steps keeps that decoder of `init_from` as it is (e.g. `{"nar": 0}` trains the AR alone).
     `init_from`: a lab VALL-E folder (e.g. the built-in model) to go on training instead of a new model: its
     phoneme vocabulary and config are kept, the learning-rate schedule starts afresh (warm-up, cosine over
     `steps`). For a larger corpus built with the same seed and speakers (`valle lab corpus --train-utterances`).
+    `join_same_speaker`: joined rows per utterance in the AR's data (`valle.data.join_same_speaker`), so that it
+    learns VALL-E mode's joint from a prompt into a new sentence; the lab's one-sentence utterances have none.
     `lab_dir/tts/`: processor/ -> data/train (`prepare_dataset`) -> config.json -> ar/ and nar/
-    (two `valle train` processes at once, one thread each: the decoders share no weight, so training them apart
-    is the same as `--mode both` with half the work per process) -> model/ (the merge, with the processor).
-    Returns the model folder.
+    (two `valle train` processes at once, the CPU's threads shared out: the decoders share no weight, so training
+    them apart is the same as `--mode both` with half the work per process) -> model/ (the merge, with the
+    processor). Returns the model folder.
     """
     import subprocess
 
@@ -162,6 +167,13 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     from valle.data import prepare_dataset
 
     steps = {**RECIPE["steps"], **(steps or {})}
+    if any(count < 0 for count in steps.values()):
+        raise ValueError(f"run_recipe: steps must be >= 0, got {steps}.")
+    if not any(steps.values()):
+        raise ValueError(f"run_recipe: {steps} trains nothing; give --ar-steps or --nar-steps a positive count.")
+    if init_from is None and not all(steps.values()):
+        raise ValueError(f"run_recipe: {steps} trains no {'AR' if not steps['ar'] else 'NAR'}; 0 steps keeps a "
+                         "decoder of --init-from as it is, so it needs --init-from.")
     corpus_dir = os.path.join(lab_dir, "corpus")
     tts_dir = os.path.join(lab_dir, "tts")
     processor_dir = os.path.join(tts_dir, "processor")
@@ -201,15 +213,19 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
             json.dump(record, handle, indent=1)
     elif not os.path.isfile(config_path):
         lab_model_config(processor).to_json_file(config_path)
-    runs = {}
-    for mode in ("ar", "nar"):
+    with open(os.path.join(tts_dir, "options.json"), "w") as handle:  # for `training_summary`
+        json.dump({"steps": steps, "join_same_speaker": join_same_speaker}, handle, indent=1)
+    runs, trained = {}, [mode for mode in ("ar", "nar") if steps[mode]]
+    threads = str(max(1, (os.cpu_count() or 1) // len(trained)))
+    for mode in trained:
         output_dir = os.path.join(tts_dir, mode)
         command = train_command(mode, os.path.join(tts_dir, "data", "train"), init_from or config_path, processor_dir,
-                                output_dir, seed, steps[mode], resume=has_checkpoint(output_dir))
+                                output_dir, seed, steps[mode], resume=has_checkpoint(output_dir),
+                                join_same_speaker=join_same_speaker if mode == "ar" else 0.0)
         log(f"tts: training the {mode.upper()} decoder: {' '.join(command)} (log: {output_dir}.log)")
         handle = open(f"{output_dir}.log", "a")
         runs[mode] = (subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                       env={**os.environ, "OMP_NUM_THREADS": "1"}), handle)
+                                       env={**os.environ, "OMP_NUM_THREADS": threads}), handle)
     failed = []
     for mode, (process, handle) in runs.items():
         if process.wait() != 0:
@@ -218,8 +234,8 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     if failed:
         raise RuntimeError(f"tts: training the {', '.join(failed)} decoder failed; see {tts_dir}/<mode>.log, fix, "
                            "and run the same command again to resume.")
-    model_dir = assemble_model(lab_dir, os.path.join(tts_dir, "ar"), os.path.join(tts_dir, "nar"),
-                               os.path.join(tts_dir, "model"))
+    decoders = {mode: os.path.join(tts_dir, mode) if steps[mode] else init_from for mode in ("ar", "nar")}
+    model_dir = assemble_model(lab_dir, decoders["ar"], decoders["nar"], os.path.join(tts_dir, "model"))
     log(f"tts: model in {model_dir}")
     return model_dir
 
@@ -227,7 +243,7 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
 def training_summary(lab_dir: str) -> dict:
     """What the recipe's two trainings did, from their last checkpoints: steps, last logged loss, hours of audio
     seen per decoder; for the card and `lab_bundle.json`."""
-    summary = {"recipe": f"valle lab tts --dir {lab_dir} (seed 0; two processes, one CPU thread each)",
+    summary = {"recipe": f"valle lab tts --dir {lab_dir} (seed 0; AR and NAR as two processes sharing the CPU)",
                "max tokens per batch (frames)": RECIPE["max_tokens"], "peak learning rate": RECIPE["learning_rate"],
                "learning-rate schedule": f"cosine, {RECIPE['warmup_steps']} warm-up steps"}
     init_record = os.path.join(lab_dir, "tts", "init_from.json")
@@ -236,7 +252,19 @@ def training_summary(lab_dir: str) -> dict:
             record = json.load(handle)
         summary["recipe"] += f", --init-from {record['init_from']}"
         summary["initialised from"] = record
+    options_path = os.path.join(lab_dir, "tts", "options.json")
+    options = {}
+    if os.path.isfile(options_path):
+        with open(options_path) as handle:
+            options = json.load(handle)
+    if options.get("join_same_speaker"):
+        summary["recipe"] += f", --join-same-speaker {options['join_same_speaker']}"
+        summary["joined rows per utterance (AR)"] = options["join_same_speaker"]
     for mode in ("ar", "nar"):
+        if options.get("steps", {}).get(mode) == 0:
+            summary["recipe"] += f", --{mode}-steps 0"
+            summary[f"{mode.upper()}"] = "kept from the initial model"
+            continue
         folder = os.path.join(lab_dir, "tts", mode)
         checkpoints = sorted((name for name in os.listdir(folder) if name.startswith("checkpoint-")),
                              key=lambda name: int(name.split("-")[1])) if os.path.isdir(folder) else []
