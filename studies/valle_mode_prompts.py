@@ -10,8 +10,11 @@ Each test case of `valle evaluate --lab` (same selection, same target sentence) 
   training), transcript from the recogniser;
 - `whole_reference`: another utterance of the same speaker, whole (the one closest to 3 s), with its true text:
   no mid-word cut, no recognition error;
-- `whole_recognized`: the same utterance with the recogniser's transcript.
-If the crop or its transcript were the problem, the `whole_reference` row would read much better. The output is a
+- `whole_recognized`: the same utterance with the recogniser's transcript;
+- `seen_speaker`: a whole utterance (closest to 3 s) of a TRAINING speaker, with its true text (one speaker per
+  test case, in turn): a voice the model knows.
+If the crop or its transcript were the problem, the `whole_reference` row would read much better; if cloning
+unseen voices were, the `seen_speaker` row would. The output is a
 JSON with every synthesis and a markdown table (CER of the lab recogniser, in %).
 """
 
@@ -24,11 +27,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-VARIANTS = ("crop_recognized", "start_recognized", "whole_reference", "whole_recognized")
+VARIANTS = ("crop_recognized", "start_recognized", "whole_reference", "whole_recognized", "seen_speaker")
 
 
 def prompt_for(variant: str, case, others, recognizer, rate: int):
-    """(prompt audio, prompt transcript) of one variant for one test case (`case`: `valle.evaluation._Case`)."""
+    """(prompt audio, prompt transcript) of one variant for one test case (`case`: `valle.evaluation._Case`);
+    `others`: the utterances a whole-utterance prompt is chosen from."""
     if variant == "crop_recognized":
         return case.prompt(), case.prompt_transcript()
     if variant == "start_recognized":
@@ -36,7 +40,7 @@ def prompt_for(variant: str, case, others, recognizer, rate: int):
         return audio, recognizer.transcribe([audio], rate)[0].strip()
     closest = min(others, key=lambda other: abs(other.seconds - case.prompt_samples / rate))
     audio = closest.load(rate)
-    if variant == "whole_reference":
+    if variant in ("whole_reference", "seen_speaker"):
         return audio, closest.text
     return audio, recognizer.transcribe([audio], rate)[0].strip()
 
@@ -64,6 +68,11 @@ def main(argv=None) -> int:
 
     corpus, recognizer, speaker_judge = lab_setup(args.lab_dir)
     utterances = load_utterances(corpus, split="test")
+    seen = {}
+    if "seen_speaker" in variants:
+        for utterance in load_utterances(corpus, split="train"):
+            seen.setdefault(utterance.speaker_id, []).append(utterance)
+        seen_speakers = sorted(seen)
     cases, _ = select_test_cases(utterances, limit=args.limit)
     model, processor = load_model_and_processor(args.model)
     rate = processor.sampling_rate
@@ -73,7 +82,8 @@ def main(argv=None) -> int:
         target = test_case.utterance
         others = [u for u in utterances if u.speaker_id == target.speaker_id and u.id != target.id]
         for variant in variants:
-            audio, transcript = prompt_for(variant, case, others, recognizer, rate)
+            pool = seen[seen_speakers[(number * 7) % len(seen_speakers)]] if variant == "seen_speaker" else others
+            audio, transcript = prompt_for(variant, case, pool, recognizer, rate)
             inputs = processor(text=target.text, prompt_audio=audio, prompt_text=transcript or None,
                                sampling_rate=rate)
             for seed in (int(s) for s in args.seeds.split(",")):
