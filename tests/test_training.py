@@ -310,12 +310,20 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
-LAUNCHERS = {
-    "torchrun": ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613"],
+LAUNCHERS = {  # {port}: a free port, found when the test runs (a fixed one can be taken, or still closing)
+    "torchrun": ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "{port}"],
     # `--cpu --num_processes 2` would start ONE process: real CPU DDP is `--multi_gpu` with use_cpu=True.
     "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29614"],
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "{port}"],
 }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
@@ -323,7 +331,9 @@ def test_two_process_cpu_ddp_run_shards_data_and_keeps_ranks_in_sync(tmp_path, l
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT.format(repo=str(REPO)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, *LAUNCHERS[launcher], str(script), str(tmp_path / "out")]
+    port = str(_free_port())
+    command = [sys.executable, *(part.replace("{port}", port) for part in LAUNCHERS[launcher]), str(script),
+               str(tmp_path / "out")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in range(2)]
