@@ -1,4 +1,4 @@
-"""Why does VALL-E mode read worse than VALL-E-continual? VALL-E mode with four kinds of prompt, on the lab's test cases.
+"""Why does VALL-E mode read worse than VALL-E-continual? VALL-E mode with other prompts, on the lab's test cases.
 
     python studies/valle_mode_prompts.py --model valle/assets/lab-valle --lab-dir runs/lab24 --seeds 0,1 \
         --out lab_artifacts/valle_mode_prompts.json
@@ -88,7 +88,8 @@ def main(argv=None) -> int:
                                sampling_rate=rate)
             for seed in (int(s) for s in args.seeds.split(",")):
                 # The protocol's prompt uses the seeds of `valle evaluate`'s `valle` row.
-                torch.manual_seed(_generation_seed(seed, target.id, "valle" if variant == "crop_recognized" else variant))
+                system = "valle" if variant == "crop_recognized" else variant
+                torch.manual_seed(_generation_seed(seed, target.id, system))
                 with torch.no_grad():
                     output = model.generate(**inputs, return_dict_in_generate=True)
                 codes = output.sequences[0, : int(output.sequence_lengths[0])]

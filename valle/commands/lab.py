@@ -130,7 +130,8 @@ def run(args) -> int:
         elif step == "tts":
             from valle.lab.tts import run_recipe
 
-            steps = {mode: value for mode, value in (("ar", args.ar_steps), ("nar", args.nar_steps)) if value is not None}
+            steps = {mode: value for mode, value in (("ar", args.ar_steps), ("nar", args.nar_steps))
+                     if value is not None}
             try:
                 run_recipe(args.dir, seed=args.seed, steps=steps, num_proc=max(1, args.workers),
                            init_from=args.init_from, join_same_speaker=args.join_same_speaker)

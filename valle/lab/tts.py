@@ -1,7 +1,7 @@
 """The lab's own VALL-E: a processor over the lab codec and a small model config to train with `valle train`.
 
 The recipe (`valle lab tts`, see README "The built-in model") is the project's ordinary tools run on the lab
-corpus: `build_lab_processor` -> `valle prepare` -> `valle train` (AR and NAR as two processes, one core each on 2 cores)
+corpus: `build_lab_processor` -> `valle prepare` -> `valle train` (AR and NAR as two processes sharing the CPU)
 -> `merge_decoders` / `assemble_model` -> `build_bundle` (`valle lab bundle`).
 """
 
