@@ -73,6 +73,7 @@ def main(argv=None) -> int:
 
     from modeling_valle import VallEForConditionalCodecGeneration
     from processing_valle import VallEProcessor
+    from valle.data import join_phoneme_ids, joining_ids
 
     data = datasets.load_from_disk(args.data)
     pairs = draw_pairs(data, args.pairs)
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     results = {}
     for path in args.models.split(","):
         tokenizer = VallEProcessor.from_pretrained(path).tokenizer
-        joint = [tokenizer.convert_tokens_to_ids(tokenizer.word_separator)] if tokenizer.word_separator else []
+        joining = joining_ids(tokenizer)  # joined as `valle train --join-same-speaker` joins them
         first_row = data[0]["input_ids"]
         if (first_row[0], first_row[-1]) != (tokenizer.bos_token_id, tokenizer.eos_token_id):
             parser.error(f"{args.data}: the phonemes are not wrapped in {path}'s begin and end tokens")
@@ -94,7 +95,8 @@ def main(argv=None) -> int:
                 frames = b["num_frames"]
                 for name, ids, codes in (
                     ("alone", b["input_ids"], b["codes"]),
-                    ("after_other", a["input_ids"][:-1] + joint + b["input_ids"][1:], a["codes"] + b["codes"]),
+                    ("after_other", join_phoneme_ids(a["input_ids"], b["input_ids"], **joining),
+                     a["codes"] + b["codes"]),
                 ):
                     values = losses(model, ids, codes, frames)
                     sums[name].append(values.mean().item())

@@ -551,6 +551,25 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(temporary, path)
 
 
+def joining_ids(tokenizer) -> dict:
+    """The ids `join_phoneme_ids` needs from a `VallETokenizer`: its word separator and begin / end tokens."""
+    separator = tokenizer.word_separator
+    return {"separator_id": tokenizer.convert_tokens_to_ids(separator) if separator is not None else None,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+
+
+def join_phoneme_ids(first, second, *, separator_id: int | None, bos_token_id: int | None = None,
+                     eos_token_id: int | None = None) -> list[int]:
+    """Two utterances' phoneme ids as one: `first` without its end token, the separator (if any), `second` without
+    its begin token (each dropped only where present)."""
+    first, second = list(first), list(second)
+    if eos_token_id is not None and first and first[-1] == eos_token_id:
+        first = first[:-1]
+    if bos_token_id is not None and second and second[0] == bos_token_id:
+        second = second[1:]
+    return first + ([separator_id] if separator_id is not None else []) + second
+
+
 def join_same_speaker(
     dataset,
     fraction: float,
@@ -579,7 +598,8 @@ def join_same_speaker(
         fraction (`float`): joined rows per utterance (> 0; 1.0 doubles the data, half of it joined).
         separator_id (`int` or `None`): the word separator's id (a word boundary between the two), or None.
         bos_token_id, eos_token_id (`int`, *optional*): the ids wrapping each utterance's phonemes, if any; the
-            joined row keeps the first utterance's begin and the second's end token only.
+            joined row keeps the first utterance's begin and the second's end token only (`join_phoneme_ids`;
+            `joining_ids(tokenizer)` gives all three).
         max_frames (`int`, *optional*): longest joined row in codec frames (default: the longest utterance of
             `dataset`, so that no batch gets longer than the data already has).
         seed (`int`): the draw of the pairs (the same seed gives the same rows, so a resumed run sees the same data).
@@ -597,11 +617,11 @@ def join_same_speaker(
         )
     frames = np.asarray(dataset[length_column], dtype=np.int64)
     limit = int(frames.max()) if max_frames is None else int(max_frames)
+    speakers = dataset[speaker_column]
     rows_by_speaker: dict[Any, list[int]] = {}
-    for row, speaker in enumerate(dataset[speaker_column]):
+    for row, speaker in enumerate(speakers):
         rows_by_speaker.setdefault(speaker, []).append(row)
     rows_by_speaker = {speaker: np.asarray(rows) for speaker, rows in rows_by_speaker.items()}
-    speakers = dataset[speaker_column]
     rng = np.random.default_rng([seed, 0x4A4F494E])  # "JOIN": its own stream, apart from other draws on `seed`
     count = int(round(fraction * len(dataset)))
     drawn = rng.permutation(len(dataset))[:count] if count <= len(dataset) else rng.integers(len(dataset), size=count)
@@ -623,20 +643,12 @@ def join_same_speaker(
     head = dataset.select(firsts)
     columns = set(dataset.column_names)
 
-    def strip(ids, first: bool):
-        ids = list(ids)
-        if first and eos_token_id is not None and ids and ids[-1] == eos_token_id:
-            ids = ids[:-1]
-        if not first and bos_token_id is not None and ids and ids[0] == bos_token_id:
-            ids = ids[1:]
-        return ids
+    ids = {"separator_id": separator_id, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
 
     def join(batch, indices):
         before = head[indices[0] : indices[-1] + 1]
-        joint = [separator_id] if separator_id is not None else []
         out = {
-            "input_ids": [strip(a, True) + joint + strip(b, False)
-                          for a, b in zip(before["input_ids"], batch["input_ids"])],
+            "input_ids": [join_phoneme_ids(a, b, **ids) for a, b in zip(before["input_ids"], batch["input_ids"])],
             "codes": [list(a) + list(b) for a, b in zip(before["codes"], batch["codes"])],
             length_column: [int(a) + int(b) for a, b in zip(before[length_column], batch[length_column])],
         }
@@ -653,4 +665,7 @@ def join_same_speaker(
     return datasets.concatenate_datasets([dataset, joined])
 
 
-__all__ = ["PreparationReport", "audio_folder_dataset", "join_same_speaker", "load_source", "prepare_dataset"]
+__all__ = [
+    "PreparationReport", "audio_folder_dataset", "join_phoneme_ids", "join_same_speaker", "joining_ids", "load_source",
+    "prepare_dataset",
+]

@@ -368,17 +368,13 @@ def train(
             raise ValueError("join_same_speaker needs the processor (its tokenizer's word separator and special "
                              "tokens); pass processor=... (`valle train --processor DIR`).")
         from .data import join_same_speaker as join
+        from .data import joining_ids
 
-        tokenizer = processor.tokenizer
-        separator = tokenizer.word_separator
         before = len(train_dataset)
         # Every rank builds the same rows (same seed); the main process first, so the others read its cache.
         with args.main_process_first(desc="joining utterances of the same speaker"):
-            train_dataset = join(
-                train_dataset, join_same_speaker, seed=args.seed, speaker_column=speaker_column,
-                separator_id=tokenizer.convert_tokens_to_ids(separator) if separator is not None else None,
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, max_frames=join_max_frames,
-            )
+            train_dataset = join(train_dataset, join_same_speaker, seed=args.seed, speaker_column=speaker_column,
+                                 max_frames=join_max_frames, **joining_ids(processor.tokenizer))
         logger.info("join_same_speaker: %d utterances + %d joined rows.", before, len(train_dataset) - before)
     if args.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
         raise ValueError("This model does not support gradient checkpointing; drop --gradient_checkpointing.")
