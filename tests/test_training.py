@@ -286,7 +286,7 @@ DDP_SCRIPT = textwrap.dedent(
     from tests.test_training import tiny_prepared, quiet_args
     from tests.utils import tiny_valle_model
     from valle.collator import VallEDataCollator
-    from valle.training import train
+    from valle.training import end_distributed, train
 
     seen = []
     class Recording(VallEDataCollator):
@@ -306,6 +306,7 @@ DDP_SCRIPT = textwrap.dedent(
     with open(os.path.join(out, f"rank{{rank}}.json"), "w") as handle:
         json.dump({{"seen": seen, "weights": weights, "world": trainer.args.world_size, "steps": trainer.state.global_step,
                    "eval": evals[-1]}}, handle)
+    end_distributed()  # without it, a rank can abort at exit (gloo threads) and fail the run
     """
 )
 

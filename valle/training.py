@@ -411,6 +411,21 @@ def train(
     return trainer
 
 
+def end_distributed() -> None:
+    """
+    Ends this process's part in a distributed run (`torchrun` / `accelerate launch`): waits for the other ranks, then
+    destroys the process group. Call it once at the end of a script that ran `train()` under a launcher: a process
+    that exits with a live gloo group can abort at interpreter shutdown ("terminate called without an active
+    exception", SIGABRT), and the launcher then reports the whole run as failed. `valle train` calls it. No-op
+    outside a distributed run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _write_card(trainer: VallETrainer, train_mode, max_tokens, datasets, languages) -> None:
     try:
         from hub_cards import write_model_card

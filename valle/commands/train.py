@@ -50,7 +50,7 @@ def run(args) -> int:
 
     from configuration_valle import VallEConfig
     from modeling_valle import VallEForConditionalCodecGeneration
-    from valle.training import paper_training_defaults, train
+    from valle.training import end_distributed, paper_training_defaults, train
 
     remaining = list(args.training_arguments)
     if remaining and remaining[0] == "--":
@@ -120,4 +120,5 @@ def run(args) -> int:
     )
     if trainer.is_world_process_zero():
         print(f"Saved the model in {training_args.output_dir} after {trainer.state.global_step} steps.")
+    end_distributed()
     return 0
