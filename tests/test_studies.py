@@ -1,4 +1,5 @@
-"""The studies behind the README's "Joined utterances (stage 3)": their pieces on tiny data and a tiny model."""
+"""The studies behind the README's "Joined utterances (stages 3 and 4)" and "What the NAR adds": their pieces on
+tiny data and a tiny model."""
 
 import importlib.util
 from pathlib import Path
@@ -52,3 +53,53 @@ def test_valle_mode_prompts_refuses_an_unknown_variant(capsys):
     with pytest.raises(SystemExit) as stop:
         study.main(["--variants", "crop_recognized,nonsense", "--out", "unused.json"])
     assert stop.value.code == 2 and "nonsense" in capsys.readouterr().err
+
+
+def test_nar_codebooks_unigram_is_a_smoothed_code_distribution_per_codebook():
+    study = load_study("nar_codebooks")
+    data = datasets.Dataset.from_dict({"codes": [[[0, 3], [0, 3], [1, 3]], [[0, 2]]]})
+    log_probs = study.unigram_log_probs(data, num_codebooks=2, codebook_size=4)
+    assert log_probs.shape == (2, 4)
+    assert np.allclose(np.exp(log_probs).sum(axis=1), 1.0)
+    # add-one counts: codebook 1 (0: 3+1, 1: 1+1, 2: 1, 3: 1), codebook 2 (0: 1, 1: 1, 2: 1+1, 3: 3+1).
+    assert np.allclose(np.exp(log_probs[0]), [4 / 8, 2 / 8, 1 / 8, 1 / 8])
+    assert np.allclose(np.exp(log_probs[1]), [1 / 8, 1 / 8, 2 / 8, 4 / 8])
+
+
+def test_nar_codebooks_teacher_forced_scores_every_nar_codebook_on_every_target_frame():
+    from tests.test_training import tiny_prepared
+
+    study = load_study("nar_codebooks")
+    model = tiny_valle_model()
+    data = tiny_prepared(7, speakers=2)  # same-speaker prompts for all
+    unigram = study.unigram_log_probs(data, model.config.num_codebooks, model.config.codebook_size)
+    scores = study.teacher_forced(model, data, unigram, batch_size=3)
+    assert sorted(scores) == list(range(2, model.config.num_codebooks + 1))
+    frames = sum(data["num_frames"])
+    for row in scores.values():
+        assert np.isfinite(row["nar_loss_below_shuffled"])
+        assert row["tokens"] == frames  # prompts come from other utterances: no frame of the target is left out
+        assert 0.0 <= row["nar_accuracy"] <= 1.0 and np.isfinite(row["nar_loss"])
+        # the unigram model, scored on the data it counted, beats a uniform guess
+        assert row["unigram_loss"] < np.log(model.config.codebook_size)
+    assert study.teacher_forced(model, data, unigram, batch_size=3) == scores  # same prompts, same numbers
+
+
+def test_nar_codebooks_shuffles_only_the_codebooks_below_within_each_item():
+    study = load_study("nar_codebooks")
+    labels = torch.arange(2 * 6 * 4).reshape(2, 6, 4)
+    labels[1, 4:] = -100  # the second item has 4 frames
+    shuffled = study.shuffle_below(labels, 2, torch.Generator().manual_seed(0))
+    assert torch.equal(shuffled[..., 2:], labels[..., 2:])  # the codebook predicted and those above: untouched
+    assert torch.equal(shuffled[1, 4:], labels[1, 4:])  # padding stays padding
+    for item, length in ((0, 6), (1, 4)):
+        frames = {tuple(row) for row in shuffled[item, :length, :2].tolist()}
+        assert frames == {tuple(row) for row in labels[item, :length, :2].tolist()}  # frames move whole
+    assert not torch.equal(shuffled[0, :, :2], labels[0, :, :2])
+
+
+def test_nar_codebooks_needs_both_data_flags(capsys):
+    study = load_study("nar_codebooks")
+    with pytest.raises(SystemExit) as stop:
+        study.main(["--data", "held_out", "--out", "unused.json"])
+    assert stop.value.code == 2 and "--train-data" in capsys.readouterr().err
