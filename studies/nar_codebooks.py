@@ -96,11 +96,6 @@ def teacher_forced(model, dataset, unigram, batch_size: int = 8, seed: int = 0) 
     return scores
 
 
-def rate_of(records: list[dict], errors: str, reference: str) -> float:
-    """Corpus-level error rate in %: all errors over all reference units."""
-    return round(100 * sum(r[errors] for r in records) / sum(r[reference] for r in records), 1)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="valle/assets/lab-valle")
@@ -117,7 +112,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from valle.evaluation import _Case, cosine, error_counts, lab_setup, load_utterances, select_test_cases
+    from valle.evaluation import (
+        _Case, corpus_error_rate, cosine, error_counts, lab_setup, load_utterances, select_test_cases,
+    )
     from valle.synthesis import load_model_and_processor
 
     model, processor = load_model_and_processor(args.model)
@@ -155,8 +152,8 @@ def main(argv=None) -> int:
             chosen = [r for r in records if r["row"] == row and r["codebooks"] == k]
             summary[f"{row}_{k}"] = {
                 "row": row, "codebooks": k,
-                "wer": rate_of(chosen, "word_errors", "reference_words"),
-                "cer": rate_of(chosen, "char_errors", "reference_chars"),
+                "wer": round(corpus_error_rate(chosen, "word"), 1),
+                "cer": round(corpus_error_rate(chosen, "char"), 1),
                 "spk": round(sum(r["spk"] for r in chosen) / len(chosen), 3),
             }
     forced = None

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     import torch
 
     from valle.evaluation import (
-        _Case, _generation_seed, error_counts, lab_setup, load_utterances, select_test_cases,
+        _Case, _generation_seed, corpus_error_rate, error_counts, lab_setup, load_utterances, select_test_cases,
     )
     from valle.synthesis import load_model_and_processor
 
@@ -104,8 +104,8 @@ def main(argv=None) -> int:
     for variant in variants:
         rows = [r for r in records if r["variant"] == variant]
         summary[variant] = {
-            "cer": round(100 * sum(r["char_errors"] for r in rows) / sum(r["reference_chars"] for r in rows), 1),
-            "wer": round(100 * sum(r["word_errors"] for r in rows) / sum(r["reference_words"] for r in rows), 1),
+            "cer": round(corpus_error_rate(rows, "char"), 1),
+            "wer": round(corpus_error_rate(rows, "word"), 1),
             "mean_prompt_seconds": round(sum(r["prompt_seconds"] for r in rows) / len(rows), 2),
             "syntheses": len(rows),
         }

@@ -13,6 +13,7 @@ import soundfile as sf
 from valle.cli import main
 from valle.evaluation import (
     Utterance,
+    corpus_error_rate,
     error_counts,
     load_utterances,
     markdown_table,
@@ -118,6 +119,16 @@ def test_normalize_text_and_error_counts():
     assert error_counts("Hello, world!", "HELLO WORLD")["word_errors"] == 0
     with pytest.raises(TypeError, match="expected a string"):
         normalize_text(None)
+
+
+def test_corpus_error_rate_pools_edits_over_references():
+    records = [error_counts("The cat sat.", "the BAT sat on"), error_counts("a b c d e f g", "a b c d e f g")]
+    # 2 word edits over 3 + 7 reference words, not the mean of 2/3 and 0/7
+    assert corpus_error_rate(records, "word") == pytest.approx(20.0)
+    assert corpus_error_rate(records, "char") == pytest.approx(100 * 4 / (11 + 13))
+    assert corpus_error_rate([], "char") == 0.0
+    with pytest.raises(ValueError, match="'word' or 'char'"):
+        corpus_error_rate(records, "phoneme")
 
 
 def test_select_test_cases_follows_the_protocol():

@@ -747,6 +747,14 @@ def _spread(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def corpus_error_rate(records: list[dict], unit: str) -> float:
+    """Corpus-level error rate in % of `records` (from `error_counts`): all their `word` or `char` edits over all
+    their reference words or characters (not the mean of per-utterance rates)."""
+    if unit not in ("word", "char"):
+        raise ValueError(f"`unit` must be 'word' or 'char', got {unit!r}.")
+    return 100.0 * sum(r[f"{unit}_errors"] for r in records) / max(1, sum(r[f"reference_{unit}s"] for r in records))
+
+
 def summarize(records: list[dict], settings: dict | None = None) -> dict:
     """Per system and seed: corpus WER / CER (edits over reference size, in %) and mean SPK; then the mean over
     seeds and the spread (sample standard deviation across seeds; 0 for the deterministic systems)."""
@@ -763,8 +771,8 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
             per_seed.append({
                 "seed": seed,
                 "utterances": len(items),
-                "wer": 100.0 * sum(r["word_errors"] for r in items) / max(1, sum(r["reference_words"] for r in items)),
-                "cer": 100.0 * sum(r["char_errors"] for r in items) / max(1, sum(r["reference_chars"] for r in items)),
+                "wer": corpus_error_rate(items, "word"),
+                "cer": corpus_error_rate(items, "char"),
                 "spk": float(np.mean(similarities)) if similarities else None,
                 "unjudged": sum(r["error"] is not None for r in items),
                 "wer_unjudged": sum(bool(r.get("wer_unjudged")) for r in items),
