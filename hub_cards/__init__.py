@@ -94,6 +94,10 @@ def build_model_card(
     training_info: Mapping[str, Any] | None = None,
     num_parameters: int | None = None,
     extra_tags: str | Iterable[str] | None = None,
+    about: str | None = None,
+    data_description: str | None = None,
+    base_model_description: str | None = None,
+    results_markdown: str | None = None,
 ) -> ModelCard:
     """Build the model card of a VALL-E checkpoint.
 
@@ -112,6 +116,14 @@ def build_model_card(
             rate": 5e-4}``; shown as a table.
         num_parameters: number of parameters; shown when given.
         extra_tags: tags added to ``BASE_TAGS``.
+        about: Markdown shown as the card's "This checkpoint" section, right after the introduction: what is
+            particular to these weights and how to use them (e.g. voices shipped with the folder).
+        data_description: Markdown describing training data that has no Hub id (a local or synthetic corpus);
+            shown in the "Data" section, before any ``datasets`` links.
+        base_model_description: Markdown naming a starting checkpoint that has no Hub id; shown on the "Base
+            model" line when ``base_model`` is not given.
+        results_markdown: Markdown of results measured on this checkpoint that do not fit ``model-index`` (for
+            example on a dataset that is not on the Hub); shown under "Evaluation", before any ``eval_results``.
 
     Returns:
         A ``huggingface_hub.ModelCard``; ``str(card)`` is the README.md text.
@@ -138,6 +150,15 @@ def build_model_card(
     ):
         raise ValueError(f"num_parameters must be a non-negative int or None, got {num_parameters!r}.")
     extra = _string_list(extra_tags, "extra_tags")
+    texts = {
+        name: _optional_markdown(value, name)
+        for name, value in (
+            ("about", about),
+            ("data_description", data_description),
+            ("base_model_description", base_model_description),
+            ("results_markdown", results_markdown),
+        )
+    }
     tags = list(BASE_TAGS) + [tag for tag in extra if tag not in BASE_TAGS]
     informed = {
         "repo_id": repo_id,
@@ -149,6 +170,7 @@ def build_model_card(
         "eval_results": results,
         "training_info": training,
         "extra_tags": extra,
+        **texts,
     }
     given = sorted(name for name, value in informed.items() if value)
 
@@ -170,14 +192,15 @@ def build_model_card(
         {
             "title": model_name or "VALL-E",
             "generated_marker": f"valle-model-card given={','.join(given)} digest=",
-            "status_note": _status_note(dataset_ids, training, results, base_models),
+            "status_note": _status_note(dataset_ids, training, results, base_models, texts),
+            "about": f"## This checkpoint\n\n{texts['about']}" if texts["about"] else "",
             "architecture_rows": _architecture_rows(config_values, num_parameters, language_codes),
             "license": license,
-            "base_model_line": _base_model_line(base_models),
+            "base_model_line": _base_model_line(base_models, texts["base_model_description"]),
             "repo_id": repo_id or REPO_ID_PLACEHOLDER,
-            "training_data": _training_data_section(dataset_ids),
+            "training_data": _training_data_section(dataset_ids, texts["data_description"]),
             "training_recipe": _training_recipe_section(training),
-            "evaluation": _evaluation_section(results),
+            "evaluation": _evaluation_section(results, texts["results_markdown"]),
         },
     )
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
@@ -483,15 +506,23 @@ def _short_count(count: int) -> str:
     return str(count)
 
 
-def _base_model_line(base_models: list[str]) -> str:
+def _optional_markdown(value: Any, argument: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be a Markdown string or None, got {type(value).__name__}.")
+    return value.strip() or None
+
+
+def _base_model_line(base_models: list[str], description: str | None = None) -> str:
     if not base_models:
-        return "- **Base model:** none recorded."
+        return f"- **Base model:** {description}" if description else "- **Base model:** none recorded."
     links = ", ".join(f"[`{repo_id}`](https://huggingface.co/{repo_id})" for repo_id in base_models)
     return f"- **Base model:** {links} (this checkpoint was fine-tuned or converted from it)."
 
 
-def _status_note(datasets: list[str], training: dict, results: list, base_models: list[str]) -> str:
-    if datasets or training or results or base_models:
+def _status_note(datasets: list[str], training: dict, results: list, base_models: list[str], texts: dict) -> str:
+    if datasets or training or results or base_models or any(texts.values()):
         return ""
     return (
         "> **Note:** this card was written when the checkpoint was saved, with nothing known but its\n"
@@ -500,11 +531,13 @@ def _status_note(datasets: list[str], training: dict, results: list, base_models
     )
 
 
-def _training_data_section(datasets: list[str]) -> str:
-    if datasets:
-        lines = ["Trained on:", ""]
-        lines += [f"- [`{dataset}`](https://huggingface.co/datasets/{dataset})" for dataset in datasets]
-        return "\n".join(lines)
+def _training_data_section(datasets: list[str], description: str | None = None) -> str:
+    if datasets or description:
+        lines = [description, ""] if description else []
+        if datasets:
+            lines += ["Trained on:", ""]
+            lines += [f"- [`{dataset}`](https://huggingface.co/datasets/{dataset})" for dataset in datasets]
+        return "\n".join(lines).strip()
     return (
         "Not recorded for this checkpoint.\n\n"
         "For reference, the paper trained on LibriLight (60k hours, about 7,000 speakers,\n"
@@ -526,10 +559,11 @@ def _training_recipe_section(training: dict[str, Any]) -> str:
     )
 
 
-def _evaluation_section(results: list[EvalResult]) -> str:
+def _evaluation_section(results: list[EvalResult], markdown: str | None = None) -> str:
     if not results:
-        return "No evaluation results were given for this checkpoint, so none are reported here."
-    rows = ["Measured on this checkpoint:", "", "| dataset | split | metric | value |", "|---|---|---|---|"]
+        return markdown or "No evaluation results were given for this checkpoint, so none are reported here."
+    rows = [markdown, ""] if markdown else []
+    rows += ["Measured on this checkpoint:", "", "| dataset | split | metric | value |", "|---|---|---|---|"]
     for result in results:
         dataset = result.dataset_name
         if result.dataset_config:

@@ -118,6 +118,17 @@ def test_source_errors_say_what_to_do(tmp_path, processor):
         prepare_dataset(table, processor, tmp_path / "out", progress=False)
 
 
+def test_hub_style_columns_speaker_id_is_found_and_empty_sources_are_named(tmp_path, processor):
+    # LibriTTS on the Hub: the transcript is `text_normalized` (given), the speaker `speaker_id` (found).
+    table = data_module.load_source(str(recordings(tmp_path / "wavs", count=4, broken=(), silent_text=())))
+    table = table.rename_columns({"text": "text_normalized", "speaker": "speaker_id"})
+    prepare_dataset(table, processor, tmp_path / "out", text_column="text_normalized", min_seconds=0.1, progress=False)
+    prepared = datasets.load_from_disk(str(tmp_path / "out"))
+    assert sorted(prepared["speaker"]) == sorted(table["speaker_id"])
+    with pytest.raises(ValueError, match="has no rows.*--split"):
+        prepare_dataset(table.select([]), processor, tmp_path / "empty", text_column="text_normalized", progress=False)
+
+
 def test_codec_batch_size_defaults_to_one_clip_on_the_cpu(tmp_path, processor, monkeypatch):
     seen = []
     original = data_module._BatchPreparer.__init__

@@ -287,8 +287,7 @@ def test_full_scale_rows_seeds_json_table_and_resume(lab_like, tmp_path, capsys)
 
 def test_bad_input_is_named(lab_like, tmp_path, capsys):
     assert_cli_error(capsys, [_evaluate_args(lab_like, tmp_path / "a", "--text-column", "transcript")], "--text-column")
-    with pytest.raises(SystemExit, match="--systems"):
-        main(_evaluate_args(lab_like, tmp_path / "b", "--systems", "valle,yourtts"))
+    assert_cli_error(capsys, [_evaluate_args(lab_like, tmp_path / "b", "--systems", "valle,yourtts")], "--systems: unknown")
     assert_cli_error(capsys, [_evaluate_args(lab_like, tmp_path / "c", "--asr-model", str(tmp_path / "no-such-model"))], "could not load the ASR processor .*--asr-model")
     assert_cli_error(capsys, [_evaluate_args(lab_like, tmp_path / "d", "--split", "dev")], "no split 'dev'")
 

@@ -130,6 +130,30 @@ def test_card_with_results_shows_exactly_those():
     assert "> **Note:**" not in text
 
 
+def test_card_shows_free_text_facts_that_have_no_hub_id():
+    text = build_model_card(
+        tiny_config(),
+        about="Trained offline on *synthetic* voices; `prompts/` holds four.",
+        data_description="A synthetic corpus, 24 h; not on the Hub.",
+        base_model_description="an earlier local stage; not on the Hub.",
+        results_markdown="| system | CER |\n|---|---|\n| VALL-E | 34.1 |",
+    ).text
+    about = text.split("## This checkpoint", 1)[1].split("## Model details", 1)[0]
+    assert "*synthetic* voices" in about
+    assert "- **Base model:** an earlier local stage; not on the Hub." in text
+    data = text.split("### Data", 1)[1].split("### Recipe", 1)[0]
+    assert "A synthetic corpus, 24 h" in data and "Not recorded" not in data
+    own = text.split("### This checkpoint", 1)[1].split("### Reference", 1)[0]
+    assert "| VALL-E | 34.1 |" in own and "No evaluation results" not in own
+    assert "> **Note:**" not in text  # facts were given
+    # Nothing of it goes into the metadata, which only takes Hub ids.
+    data = ModelCard(text).data.to_dict()
+    for key in ("datasets", "base_model", "model-index"):
+        assert key not in data
+    with pytest.raises(TypeError, match="about"):
+        build_model_card(tiny_config(), about=["not", "text"])
+
+
 def test_card_has_usage_limitations_and_responsible_use():
     text = build_model_card(tiny_config()).text
     for heading in ("## How to use", "### Pipeline", "### Command line", "## Limitations", "## Responsible use"):

@@ -153,6 +153,7 @@ def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
         torch.testing.assert_close(value, decoder_stage[name].half().float(), rtol=0, atol=0, msg=name)
     card = (bundle / "README.md").read_text()
     assert "VALL-E lab" in card and "espeak" in card
+    assert f"`{prompt['name']}`" in card and "Not recorded for this checkpoint" not in card.split("### Data")[1]
 
 
 def test_report_scores_codebook_one_alone_and_every_bandwidth(tmp_path):
@@ -231,7 +232,38 @@ def test_recipe_init_from_checks_the_model_and_its_vocabulary(tiny_lab, tmp_path
     summary = training_summary(str(lab))
     assert summary["recipe"].endswith("--init-from valle/assets/lab-valle")
     assert summary["initialised from"] == {"init_from": "valle/assets/lab-valle"}
-    (lab / "tts" / "options.json").write_text(json.dumps({"steps": {"ar": 10, "nar": 0}, "join_same_speaker": 1.0}))
+    (lab / "tts" / "options.json").write_text(
+        json.dumps({"steps": {"ar": 10, "nar": 0}, "join_same_speaker": 1.0, "seed": 2}))
     summary = training_summary(str(lab))
+    assert summary["recipe"].startswith(f"valle lab tts --dir {lab} (seed 2; the AR alone)")
     assert summary["recipe"].endswith("--init-from valle/assets/lab-valle, --join-same-speaker 1.0, --nar-steps 0")
     assert summary["NAR"] == "kept from the initial model" and summary["joined rows per utterance (AR)"] == 1.0
+
+
+def test_bundle_card_lists_the_stages_voices_and_lab_results():
+    from valle.lab.tts import bundle_card_texts, training_stages
+
+    first = {"recipe": "valle lab tts --dir runs/lab (seed 0; AR and NAR as two processes sharing the CPU)",
+             "AR steps": 2400, "AR epochs": 4.2, "NAR steps": 1500}
+    second = {"recipe": "valle lab tts --dir runs/b (seed 1; the AR alone), --init-from runs/b/init, "
+                        "--join-same-speaker 1.0, --nar-steps 0", "AR steps": 500, "NAR": "kept from the initial model",
+              "joined rows per utterance (AR)": 1.0,
+              "initialised from": {"init_from": "runs/b/init", "its_training": first}}
+    assert training_stages(second) == [first, {k: v for k, v in second.items() if k != "initialised from"}]
+    assert training_stages(None) == []
+    summary = {"table": [{"title": "VALL-E", "wer": 70.0, "cer": 34.1, "spk": 0.858, "seeds": [0],
+                          "wer_spread": 0, "cer_spread": 0, "spk_spread": 0}],
+               "settings": {"lab": True, "data": "lab corpus /somewhere/local, test split", "seeds": [0]},
+               "test_set": {"utterances": 16, "speakers": 16, "hours": 0.03}}
+    texts = bundle_card_texts(24.2, 160, [{"name": "voice-a"}, {"name": "voice-b"}], second, summary)
+    assert "| 1 | `valle lab tts --dir runs/lab --seed 0` | 2400 (4.2 epochs) | 1500 | none |" in texts["about"]
+    assert ("| 2 | `valle lab tts --dir runs/b --seed 1 --init-from runs/b/init --join-same-speaker 1.0 "
+            "--nar-steps 0` | 500 | kept | 1.0 |") in texts["about"]
+    assert "`voice-a`, `voice-b`" in texts["about"] and "not a natural-sounding voice" in texts["about"]
+    assert "160 training speakers, 24.2 h" in texts["data_description"]
+    assert "stage before" in texts["base_model_description"]
+    assert "| system | WER | CER | SPK |" in texts["results_markdown"] and "/somewhere" not in texts["results_markdown"]
+    assert "| VALL-E | 70.0 | 34.1 | 0.858 |" in texts["results_markdown"]
+    # One stage and no evaluation: no base model, no results.
+    texts = bundle_card_texts(6.0, 160, [{"name": "voice-a"}], first)
+    assert texts["base_model_description"] is None and "results_markdown" not in texts

@@ -353,10 +353,15 @@ def prepare_dataset(
                 f"Name it with --{role}-column."
             )
     if len(dataset) == 0:
-        raise ValueError("The source dataset has no rows.")
+        raise ValueError(
+            f"{source if isinstance(source, (str, Path)) else type(source).__name__} (split {split!r}) has no "
+            "rows: check the source, or pick another split with --split."
+        )
     # Folders of recordings (and many datasets) name these columns plainly: use them unless told otherwise.
     id_column = id_column or ("id" if "id" in dataset.column_names else None)
-    speaker_column = speaker_column or ("speaker" if "speaker" in dataset.column_names else None)
+    speaker_column = speaker_column or next(
+        (name for name in ("speaker", "speaker_id") if name in dataset.column_names), None
+    )
     if isinstance(dataset.features.get(audio_column), datasets.Audio):
         # Read the stored bytes ourselves (soundfile): datasets' own decoding needs torchcodec and FFmpeg.
         dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))

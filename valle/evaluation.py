@@ -409,9 +409,12 @@ def lab_setup(lab_dir: str = DEFAULT_LAB_DIR):
     corpus = os.path.join(lab_dir, "corpus")
     recognizer = lab_recognizer_dir(lab_dir)
     if not os.path.isfile(os.path.join(corpus, "dataset_dict.json")):
+        judge_hint = (
+            "" if recognizer == PUBLISHED_JUDGE else f" (then `valle lab judge --dir {lab_dir}` for the recogniser)"
+        )
         raise LabNotReady(
-            f"the lab corpus {corpus} does not exist yet; build it with `valle lab corpus --dir {lab_dir}` (then "
-            f"`valle lab judge --dir {lab_dir}` for the recogniser), or `valle lab all --dir {lab_dir}`."
+            f"the lab corpus {corpus} does not exist yet; build it with `valle lab corpus --dir {lab_dir}`{judge_hint}, "
+            f"or `valle lab all --dir {lab_dir}`."
         )
     if not os.path.isfile(os.path.join(recognizer, "config.json")):
         raise LabNotReady(

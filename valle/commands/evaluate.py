@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from valle.commands.synthesize import add_sampling_flags, sampling_kwargs
+
 NAME = "evaluate"
 HELP = "Score a VALL-E model with the paper's protocol (WER, speaker similarity; Table 2), resumable."
 
@@ -47,37 +49,24 @@ def add_arguments(parser):
     group.add_argument("--limit", type=int, default=None, help="evaluate only this many test utterances")
     group.add_argument("--save-audio", action="store_true", help="also write every scored output as a WAV")
     group = parser.add_argument_group("sampling (AR decoder; the NAR is always greedy)")
-    group.add_argument("--top-k", type=int, default=None)
-    group.add_argument("--top-p", type=float, default=None)
-    group.add_argument("--temperature", type=float, default=None)
-    group.add_argument("--repetition-aware", action="store_true", help="VALL-E 2 repetition-aware sampling")
+    add_sampling_flags(group)
     group.add_argument("--max-new-seconds", type=float, default=None,
                        help="stop each synthesis after this much generated audio (default: the model's cap)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _generation_kwargs(args) -> dict:
-    kwargs = {}
-    for name in ("top_k", "top_p", "temperature"):
-        if getattr(args, name) is not None:
-            kwargs[name] = getattr(args, name)
-    if args.repetition_aware:
-        kwargs["repetition_aware_sampling"] = True
-    return kwargs
-
-
 def run(args) -> int:
     from valle.evaluation import SYSTEMS, LabNotReady, evaluate, markdown_table
 
     if args.seeds < 1:
-        raise SystemExit(f"--seeds must be at least 1, got {args.seeds}.")
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}.")
     systems = None  # the default rows of `evaluate`: the paper's Table 2, plus the ablation in the lab
     if args.systems is not None:
         systems = [name.strip() for name in args.systems.split(",") if name.strip()]
         unknown = [name for name in systems if name not in SYSTEMS]
         if unknown or not systems:
-            raise SystemExit(f"--systems: unknown {unknown or 'empty list'}; choose from {','.join(SYSTEMS)}.")
+            raise ValueError(f"--systems: unknown {unknown or 'empty list'}; choose from {','.join(SYSTEMS)}.")
     try:
         summary = evaluate(
             args.model, args.out, lab=args.lab, lab_dir=args.lab_dir, dataset=args.dataset,
@@ -87,7 +76,7 @@ def run(args) -> int:
             asr_model=args.asr_model, speaker_model=args.speaker_model, seeds=list(range(args.seeds)),
             systems=systems, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
             prompt_seconds=args.prompt_seconds, selection_seed=args.selection_seed, limit=args.limit,
-            generation_kwargs=_generation_kwargs(args), max_new_seconds=args.max_new_seconds, device=args.device,
+            generation_kwargs=sampling_kwargs(args), max_new_seconds=args.max_new_seconds, device=args.device,
             save_audio=args.save_audio,
             progress=not args.no_progress,
         )

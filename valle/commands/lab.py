@@ -8,7 +8,8 @@ import sys
 import time
 
 NAME = "lab"
-HELP = "Offline speech lab: build the espeak corpus, train the small EnCodec and the CTC judge, report."
+HELP = ("Offline speech lab: the espeak corpus, a small EnCodec and a CTC judge, their report, and the lab "
+        "VALL-E (tts, bundle).")
 
 STEPS = ("corpus", "codec", "decoder", "judge", "report", "publish", "tts", "bundle", "codes", "all")
 
@@ -28,12 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lab folder: corpus/, codec/, judge/ and report/ live under it (default: runs/lab)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the corpus and both trainings (default: 0)")
     group = parser.add_argument_group("corpus")
-    group.add_argument("--train-speakers", type=int, default=160)
-    group.add_argument("--validation-speakers", type=int, default=16)
-    group.add_argument("--test-speakers", type=int, default=24)
+    group.add_argument("--train-speakers", type=int, default=160, help="training voices (default: 160)")
+    group.add_argument("--validation-speakers", type=int, default=16, help="validation voices (default: 16)")
+    group.add_argument("--test-speakers", type=int, default=24, help="held-out test voices (default: 24)")
     group.add_argument("--train-utterances", type=int, default=40, help="utterances per training speaker")
     group.add_argument("--heldout-utterances", type=int, default=20, help="utterances per validation/test speaker")
-    group.add_argument("--workers", type=int, default=1, help="synthesis processes (default: 1)")
+    group.add_argument("--workers", type=int, default=1, help="corpus: synthesis processes; tts: `valle prepare` processes (default: 1)")
     group = parser.add_argument_group("training (codec and judge)")
     group.add_argument("--codec-steps", type=int, default=200_000, help="stop the codec after this many steps")
     group.add_argument("--codec-minutes", type=float, default=None, help="stop the codec after this many minutes")
@@ -55,15 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--init-from", default=None,
                        help="tts: go on training this lab VALL-E folder (e.g. valle/assets/lab-valle) instead of a "
                             "new model, e.g. on a larger corpus (its vocabulary and config are kept)")
-    group = parser.add_argument_group("report")
+    group = parser.add_argument_group("report and codes")
     group.add_argument("--per-speaker", type=int, default=3, help="test utterances per held-out speaker")
     group.add_argument("--codec", default=None, help="codec folder to report on (default: DIR/codec/model)")
     group.add_argument("--judge", default=None, help="recogniser folder to report with (default: DIR/judge/model)")
     group.add_argument("--data", default=None,
                        help="codes: a `valle prepare` output folder (default: DIR/tts/data/train)")
-    group = parser.add_argument_group("publish")
+    group = parser.add_argument_group("publish and bundle")
     group.add_argument("--bundle-to", default="valle/assets/lab-valle",
                        help="where bundle writes the built-in model folder (default: valle/assets/lab-valle)")
+    group.add_argument("--results", default=None,
+                       help="bundle: a `valle evaluate --lab` summary.json of this model, shown on the model card")
     group.add_argument("--to", default="lab_artifacts", help="where publish writes codec/ and judge/ (default: lab_artifacts)")
 
 
@@ -141,7 +144,18 @@ def run(args) -> int:
         elif step == "bundle":
             from valle.lab.tts import build_bundle, training_summary
 
-            summary = build_bundle(args.dir, args.bundle_to, seed=args.seed, training=training_summary(args.dir))
+            results = None
+            if args.results:
+                import json
+
+                with open(args.results) as handle:
+                    results = json.load(handle)
+                if "table" not in results:
+                    print(f"valle lab bundle: {args.results} is not a `valle evaluate` summary (no table); give "
+                          "the summary.json of an evaluation of this model.", file=sys.stderr)
+                    return 2
+            summary = build_bundle(args.dir, args.bundle_to, seed=args.seed, training=training_summary(args.dir),
+                                   results=results)
             print(f"bundle: {args.bundle_to} {summary['bytes']}, voices: {[p['name'] for p in summary['prompts']]}")
         elif step == "codes":
             import json

@@ -18,13 +18,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--processor", required=True, help="VallEProcessor folder or Hub id (tokenizer + codec)")
     parser.add_argument("--split", default="train", help="split of a Hub dataset or DatasetDict (default: train)")
     parser.add_argument("--config", dest="config_name", default=None, help="configuration of a Hub dataset")
-    parser.add_argument("--audio-column", default="audio")
-    parser.add_argument("--text-column", default="text")
-    parser.add_argument("--speaker-column", default=None, help="default: 'speaker' when the source has it")
+    parser.add_argument("--audio-column", default="audio", help="column of the recordings (default: audio)")
+    parser.add_argument("--text-column", default="text",
+                        help="column of the transcripts (default: text; LibriTTS on the Hub: text_normalized)")
+    parser.add_argument("--speaker-column", default=None,
+                        help="default: 'speaker' or 'speaker_id' when the source has one")
     parser.add_argument("--id-column", default=None, help="default: 'id' when the source has it, else the row number")
     parser.add_argument("--language", default=None, help="espeak language of the transcripts (default: the tokenizer's)")
-    parser.add_argument("--min-seconds", type=float, default=0.5)
-    parser.add_argument("--max-seconds", type=float, default=20.0)
+    parser.add_argument("--min-seconds", type=float, default=0.5, help="skip shorter recordings (default: 0.5)")
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="skip longer recordings (default: 20)")
     parser.add_argument("--shard-size", type=int, default=1000, help="rows per resumable shard")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per map batch")
     parser.add_argument("--codec-batch-size", type=int, default=None,

@@ -10,29 +10,41 @@ NAME = "synthesize"
 HELP = "Say a text in a built-in voice or that of a ~3 s recording; write a WAV file and its spectrogram (PNG)."
 
 
+def add_sampling_flags(group) -> None:
+    """The AR's sampling flags, shared by `valle synthesize` and `valle evaluate` (read back by `sampling_kwargs`)."""
+    group.add_argument("--top-k", type=int, default=None,
+                       help="sample among the k likeliest codes (default: the model's generation config; 50)")
+    group.add_argument("--top-p", type=float, default=None,
+                       help="nucleus sampling: the fewest codes holding this probability (default: the model's; 1 = off)")
+    group.add_argument("--temperature", type=float, default=None,
+                       help="below 1 sharpens the AR's distribution, above 1 flattens it (default: the model's; 1)")
+    group.add_argument("--repetition-aware", action="store_true", help="VALL-E 2 repetition-aware sampling")
+
+
+def sampling_kwargs(args) -> dict:
+    """`generate()` keyword arguments for the flags of `add_sampling_flags` that were given."""
+    names = ("top_k", "top_p", "temperature")
+    kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.repetition_aware:
+        kwargs["repetition_aware_sampling"] = True
+    return kwargs
+
+
 def add_sampling_arguments(parser):
     group = parser.add_argument_group("sampling (AR decoder; the NAR is always greedy)")
     group.add_argument("--greedy", action="store_true", help="greedy AR decoding instead of sampling")
-    group.add_argument("--top-k", type=int, default=None)
-    group.add_argument("--top-p", type=float, default=None)
-    group.add_argument("--temperature", type=float, default=None)
-    group.add_argument("--repetition-aware", action="store_true", help="VALL-E 2 repetition-aware sampling")
+    add_sampling_flags(group)
     group.add_argument("--max-seconds", type=float, default=None, help="stop each output after this much audio")
     group.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
 
 
 def generation_kwargs(args, frame_rate: float) -> dict:
-    kwargs = {}
+    kwargs = sampling_kwargs(args)
     if args.greedy:
         kwargs["do_sample"] = False
-    for name in ("top_k", "top_p", "temperature"):
-        if getattr(args, name) is not None:
-            kwargs[name] = getattr(args, name)
-    if args.repetition_aware:
-        kwargs["repetition_aware_sampling"] = True
     if args.max_seconds is not None:
         if args.max_seconds <= 0:
-            raise SystemExit("--max-seconds must be positive")
+            raise ValueError("--max-seconds must be positive")
         kwargs["max_new_tokens"] = max(1, int(args.max_seconds * frame_rate))
     return kwargs
 
@@ -58,11 +70,16 @@ def add_arguments(parser):
         "--continual", action="store_true",
         help="VALL-E-continual: --text is the whole transcript of --prompt-audio, whose first 3 s are continued",
     )
-    parser.add_argument("--prompt-seconds", type=float, default=None, help="use only the first N s of the prompt")
+    parser.add_argument(
+        "--prompt-seconds", type=float, default=None,
+        help="use only the first N s of --prompt-audio (with --continual, where the default is 3; without "
+        "--prompt-text otherwise, since a transcript describes the whole recording)",
+    )
     parser.add_argument("--language", default=None, help="espeak language of the text (default: the tokenizer's)")
-    parser.add_argument("--out", default="outputs/valle.wav", help="output WAV (numbered when there are several)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="outputs/valle.wav",
+                        help="output WAV (default: outputs/valle.wav; numbered _000, _001... when there are several)")
+    parser.add_argument("--batch-size", type=int, default=8, help="texts generated together (default: 8)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument(
         "--no-spectrogram", action="store_true",
@@ -83,12 +100,12 @@ def output_paths(out: str, count: int) -> list[str]:
 def read_texts(args) -> list[str]:
     if args.text is not None:
         if not args.text.strip():
-            raise SystemExit("--text is empty: give something to say.")
+            raise ValueError("--text is empty: give something to say.")
         return [args.text]
     with open(args.text_file, encoding="utf-8") as handle:
         texts = [line.strip() for line in handle if line.strip()]
     if not texts:
-        raise SystemExit(f"--text-file {args.text_file} has no non-empty lines.")
+        raise ValueError(f"--text-file {args.text_file} has no non-empty lines.")
     return texts
 
 
@@ -161,7 +178,7 @@ def run(args) -> int:
     if args.text is None and args.text_file is None:
         raise ValueError("give what to say: --text TEXT or --text-file FILE (or --list-voices to see the voices).")
     if args.prompt_text and not args.prompt_audio:
-        raise SystemExit("--prompt-text needs --prompt-audio (the recording it transcribes).")
+        raise ValueError("--prompt-text needs --prompt-audio (the recording it transcribes).")
     voice = choose_prompt(args, folder)
     texts = read_texts(args)
     prompt_audio, prompt_text = args.prompt_audio, args.prompt_text

@@ -107,7 +107,10 @@ def plan_speakers(config: CorpusConfig) -> dict[str, list[EspeakVoice]]:
         while len(chosen) < config.speakers(split):
             attempts += 1
             if attempts > 1000 * config.speakers(split):
-                raise RuntimeError(f"plan_speakers: could not draw {config.speakers(split)} distinct {split} speakers.")
+                raise ValueError(
+                    f"could not draw {config.speakers(split)} distinct {split} speakers from the espeak voices: ask "
+                    f"for fewer (--{split}-speakers)."
+                )
             # Cycle through the pool so every variant is used before any repeats.
             variant = pool[len(chosen) % len(pool)]
             voice = EspeakVoice(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 # Small enough to train on two CPU cores in a few hours, shaped like the paper's model otherwise.
 LAB_MODEL = {
@@ -214,7 +215,7 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     elif not os.path.isfile(config_path):
         lab_model_config(processor).to_json_file(config_path)
     with open(os.path.join(tts_dir, "options.json"), "w") as handle:  # for `training_summary`
-        json.dump({"steps": steps, "join_same_speaker": join_same_speaker}, handle, indent=1)
+        json.dump({"steps": steps, "join_same_speaker": join_same_speaker, "seed": seed}, handle, indent=1)
     runs, trained = {}, [mode for mode in ("ar", "nar") if steps[mode]]
     threads = str(max(1, (os.cpu_count() or 1) // len(trained)))
     for mode in trained:
@@ -243,7 +244,15 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
 def training_summary(lab_dir: str) -> dict:
     """What the recipe's two trainings did, from their last checkpoints: steps, last logged loss, hours of audio
     seen per decoder; for the card and `lab_bundle.json`."""
-    summary = {"recipe": f"valle lab tts --dir {lab_dir} (seed 0; AR and NAR as two processes sharing the CPU)",
+    options_path = os.path.join(lab_dir, "tts", "options.json")
+    options = {}
+    if os.path.isfile(options_path):
+        with open(options_path) as handle:
+            options = json.load(handle)
+    trained = [mode.upper() for mode in ("ar", "nar") if options.get("steps", {}).get(mode) != 0]
+    # Runs from before the seed was recorded used the default, 0.
+    how = "AR and NAR as two processes sharing the CPU" if len(trained) == 2 else f"the {trained[0]} alone"
+    summary = {"recipe": f"valle lab tts --dir {lab_dir} (seed {options.get('seed', 0)}; {how})",
                "max tokens per batch (frames)": RECIPE["max_tokens"], "peak learning rate": RECIPE["learning_rate"],
                "learning-rate schedule": f"cosine, {RECIPE['warmup_steps']} warm-up steps"}
     init_record = os.path.join(lab_dir, "tts", "init_from.json")
@@ -252,11 +261,6 @@ def training_summary(lab_dir: str) -> dict:
             record = json.load(handle)
         summary["recipe"] += f", --init-from {record['init_from']}"
         summary["initialised from"] = record
-    options_path = os.path.join(lab_dir, "tts", "options.json")
-    options = {}
-    if os.path.isfile(options_path):
-        with open(options_path) as handle:
-            options = json.load(handle)
     if options.get("join_same_speaker"):
         summary["recipe"] += f", --join-same-speaker {options['join_same_speaker']}"
         summary["joined rows per utterance (AR)"] = options["join_same_speaker"]
@@ -278,6 +282,76 @@ def training_summary(lab_dir: str) -> dict:
         if losses:
             summary[f"{mode.upper()} final training loss"] = round(float(losses[-1]), 3)
     return summary
+
+
+def training_stages(training: dict | None) -> list[dict]:
+    """The stages behind a model, oldest first: `training` (a `training_summary`) and, through its "initialised
+    from" records, the summaries of the models it started from; each without that record."""
+    stages = []
+    while training:
+        stages.append({key: value for key, value in training.items() if key != "initialised from"})
+        training = (training.get("initialised from") or {}).get("its_training")
+    return stages[::-1]
+
+
+def _stages_table(stages: list[dict]) -> str:
+    def steps(stage, mode):
+        kept = stage.get(mode) == "kept from the initial model"
+        return "kept" if kept else str(stage.get(f"{mode} steps", "")) + (
+            f" ({stage[f'{mode} epochs']} epochs)" if f"{mode} epochs" in stage else "")
+
+    def command(recipe):  # "valle lab tts --dir D (seed 1; how), --init-from M" -> a command line
+        recipe = re.sub(r" \(seed (\d+);[^)]*\)", r" --seed \1", recipe)
+        return recipe.replace(", --", " --")
+
+    rows = ["| stage | command | AR steps | NAR steps | joined rows per utterance (AR) |", "|---|---|---|---|---|"]
+    for number, stage in enumerate(stages, 1):
+        rows.append(f"| {number} | `{command(stage.get('recipe', ''))}` | {steps(stage, 'AR')} | "
+                    f"{steps(stage, 'NAR')} | {stage.get('joined rows per utterance (AR)', 'none')} |")
+    return "\n".join(rows)
+
+
+def bundle_card_texts(corpus_hours: float, speakers: int, prompts: list[dict], training: dict | None = None,
+                      results: dict | None = None) -> dict:
+    """The lab bundle's own model-card sections (`hub_cards.build_model_card`'s `about`, `data_description`,
+    `base_model_description`, `results_markdown`): what the folder holds and is for, its corpus, the stages it
+    was trained in, and, given a `valle evaluate --lab` summary of it, the lab results."""
+    voices = ", ".join(f"`{prompt['name']}`" for prompt in prompts)
+    about = (
+        "A small VALL-E trained from scratch in the offline speech lab of the `valle-transformers` project "
+        "(`valle lab tts`), which ships such a folder as its built-in model (`valle/assets/lab-valle`). It "
+        "demonstrates the whole pipeline at lab scale: its voices are synthetic (espeak-ng) and it is **not a "
+        "natural-sounding voice**, nor meant for any use beyond trying and testing the code. It speaks English "
+        "as espeak-ng pronounces it.\n\n"
+        "- `codec/`: the lab's own EnCodec (24 kHz, 8 x 1024 codes at 75 Hz, 6 kbps), which the processor "
+        "loads; the model only works with this codec, not with `facebook/encodec_24khz`.\n"
+        f"- `prompts/`: {len(prompts)} held-out voices (a WAV and its transcript each, speakers never seen in "
+        f"training): {voices}.\n"
+        "- With the project installed, `valle synthesize --text \"...\"` uses this folder and its first voice by "
+        "default (`--voice NAME` picks another, `--model PATH` points to a copy of the folder)."
+    )
+    stages = training_stages(training)
+    if stages:
+        about += "\n\nIt was trained in stages, each starting from the model of the one before:\n\n" + _stages_table(
+            stages)
+    data = (f"The lab corpus (`valle lab corpus`): synthetic sentences read by espeak-ng voices, {speakers} "
+            f"training speakers, {corpus_hours:.1f} h of training audio; not on the Hub.")
+    base = "the model of the stage before (see \"This checkpoint\"); not on the Hub." if len(stages) > 1 else None
+    texts = {"about": about, "data_description": data, "base_model_description": base}
+    if results:
+        from valle.evaluation import markdown_table
+
+        table = markdown_table(results, include_cer=True).split("\n\n")[0]
+        table = re.sub(r"^\| system \([^)]*\)", "| system", table)  # it names a local folder
+        test_set = results.get("test_set") or {}
+        seeds = results.get("settings", {}).get("seeds") or []
+        texts["results_markdown"] = (
+            f"Lab results (`valle evaluate --lab`: the paper's protocol on {test_set.get('utterances', '?')} "
+            f"utterances of held-out lab speakers, sampled rows averaged over {len(seeds)} seeds; WER/CER by the "
+            "lab's character CTC recogniser, SPK by resemblyzer). They are not comparable with the paper's "
+            "LibriSpeech numbers below.\n\n" + table
+        )
+    return texts
 
 
 BUNDLE_PROMPTS = 4  # held-out voices shipped as ready-made prompts
@@ -312,10 +386,11 @@ def pick_prompts(corpus_dir: str, count: int = BUNDLE_PROMPTS, seed: int = 0,
 
 
 def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict | None = None,
-                 prompts: int = BUNDLE_PROMPTS, model_dir: str | None = None) -> dict:
+                 prompts: int = BUNDLE_PROMPTS, model_dir: str | None = None, results: dict | None = None) -> dict:
     """The built-in model folder: the merged lab VALL-E in fp16 (loads as float32), its processor with the lab's
     current codec (`trained_codec_dir`) in fp16, held-out prompt voices (`prompts/<speaker>.wav` + `.txt`) and a
-    model card. `model_dir`: the model to bundle (default `lab_dir/tts/model`, what `valle lab tts` writes)."""
+    model card. `model_dir`: the model to bundle (default `lab_dir/tts/model`, what `valle lab tts` writes).
+    `results`: a `valle evaluate --lab` summary of this very model (e.g. of an earlier bundle of it), for the card."""
     import shutil
 
     import numpy as np
@@ -349,7 +424,8 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
 
     prompts_dir = os.path.join(destination, "prompts")
     os.makedirs(prompts_dir)
-    test = load_corpus(os.path.join(lab_dir, "corpus"))["test"]
+    corpus = load_corpus(os.path.join(lab_dir, "corpus"))
+    test = corpus["test"]
     index_of = {row_id: index for index, row_id in enumerate(test["id"])}
     chosen = pick_prompts(os.path.join(lab_dir, "corpus"), count=prompts, seed=seed)
     prompts = []
@@ -369,6 +445,9 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
             "codec": "the lab EnCodec (24 kHz, 8 x 1024 codes, 6 kbps), not facebook/encodec_24khz"}
     if training:
         info.update({key: value for key, value in training.items() if isinstance(value, (str, int, float))})
+    train = corpus["train"].select_columns(["duration", "speaker_id"])
+    texts = bundle_card_texts(sum(train["duration"]) / 3600, len(set(train["speaker_id"])), prompts, training,
+                              results)
     write_model_card(destination, overwrite=True, config=model.config, model_name="VALL-E lab (small, offline)",
-                     languages="en", training_info=info)
+                     languages="en", training_info=info, **texts)
     return summary
