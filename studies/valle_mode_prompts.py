@@ -25,7 +25,8 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 VARIANTS = ("crop_recognized", "start_recognized", "whole_reference", "whole_recognized", "seen_speaker")
 
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
     import torch
 
     from valle.evaluation import (
-        _Case, _generation_seed, corpus_error_rate, error_counts, lab_setup, load_utterances, select_test_cases,
+        _Case, _generation_seed, corpus_error_rate, error_counts, lab_recognizer_dir, lab_setup, load_utterances,
+        select_test_cases,
     )
     from valle.synthesis import load_model_and_processor
 
@@ -110,8 +112,10 @@ def main(argv=None) -> int:
             "syntheses": len(rows),
         }
     with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump({"model": args.model, "lab_dir": args.lab_dir, "test_cases": len(cases), "seeds": args.seeds,
-                   "summary": summary, "records": records}, handle, indent=1)
+        # Which recogniser scored: the lab folder's own, or the committed lab_artifacts/judge (a path in the repo).
+        scorer = os.path.relpath(lab_recognizer_dir(args.lab_dir), ROOT)
+        json.dump({"model": args.model, "lab_dir": args.lab_dir, "recognizer": scorer, "test_cases": len(cases),
+                   "seeds": args.seeds, "summary": summary, "records": records}, handle, indent=1)
     print("| VALL-E-mode prompt | WER | CER | prompt (s) |\n|---|---|---|---|")
     for variant, row in summary.items():
         print(f"| {variant} | {row['wer']} | {row['cer']} | {row['mean_prompt_seconds']} |")

@@ -207,6 +207,8 @@ def test_tiny_model_overfits_tiny_dataset_and_reports_per_codebook_accuracy(tmp_
     assert (saved / "model.safetensors").exists()
     card = (saved / "README.md").read_text()
     assert "acoustic frames per device" in card and str(trainer.state.global_step) in card
+    hours = sum(data["num_frames"]) / model.config.frame_rate / 3600
+    assert f"Prepared data (`valle prepare`): 12 training rows, {hours:.1f} h of audio; 3 speakers." in card
 
 
 def test_resume_from_checkpoint_continues_the_same_run(tmp_path):

@@ -363,6 +363,7 @@ def train(
     Returns the trainer (its `state.log_history` holds the losses).
     """
     set_train_mode(model, train_mode)
+    joined_rows = 0
     if join_same_speaker:
         if processor is None:
             raise ValueError("join_same_speaker needs the processor (its tokenizer's word separator and special "
@@ -375,7 +376,8 @@ def train(
         with args.main_process_first(desc="joining utterances of the same speaker"):
             train_dataset = join(train_dataset, join_same_speaker, seed=args.seed, speaker_column=speaker_column,
                                  max_frames=join_max_frames, **joining_ids(processor.tokenizer))
-        logger.info("join_same_speaker: %d utterances + %d joined rows.", before, len(train_dataset) - before)
+        joined_rows = len(train_dataset) - before
+        logger.info("join_same_speaker: %d utterances + %d joined rows.", before, joined_rows)
     if args.gradient_checkpointing and not getattr(model, "supports_gradient_checkpointing", False):
         raise ValueError("This model does not support gradient checkpointing; drop --gradient_checkpointing.")
     def make_collator(prompt_source):
@@ -407,8 +409,27 @@ def train(
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
-        _write_card(trainer, train_mode, max_tokens, card_datasets, card_languages)
+        _write_card(trainer, train_mode, max_tokens, card_datasets, card_languages,
+                    _data_description(train_dataset, model.config.frame_rate, speaker_column, joined_rows))
     return trainer
+
+
+def _data_description(dataset, frame_rate: int, speaker_column: str, joined_rows: int = 0) -> str | None:
+    """One sentence on the training rows for the card: how many, how many hours, speakers, joined rows."""
+    try:
+        rows = len(dataset)
+        columns = set(dataset.column_names)
+        parts = [f"{rows:,} training rows"]
+        if "num_frames" in columns:
+            parts[0] += f", {sum(dataset['num_frames']) / frame_rate / 3600:.1f} h of audio"
+        if speaker_column in columns:
+            parts.append(f"{len(set(dataset[speaker_column])):,} speakers")
+        if joined_rows:
+            parts.append(f"{joined_rows:,} of the rows joined from two utterances of one speaker "
+                         "(`--join-same-speaker`)")
+    except (TypeError, AttributeError):  # not a sized table with columns: nothing to say
+        return None
+    return "Prepared data (`valle prepare`): " + "; ".join(parts) + "."
 
 
 def end_distributed() -> None:
@@ -426,7 +447,7 @@ def end_distributed() -> None:
         dist.destroy_process_group()
 
 
-def _write_card(trainer: VallETrainer, train_mode, max_tokens, datasets, languages) -> None:
+def _write_card(trainer: VallETrainer, train_mode, max_tokens, datasets, languages, data_description=None) -> None:
     try:
         from hub_cards import write_model_card
     except ImportError:
@@ -451,7 +472,7 @@ def _write_card(trainer: VallETrainer, train_mode, max_tokens, datasets, languag
         for key, value in final_eval[-1].items():
             if key.startswith("eval_acc_codebook_"):
                 info[f"final eval token accuracy, codebook {key.rsplit('_', 1)[1]}"] = round(value, 4)
-    kwargs = {"config": trainer.model.config, "training_info": info}
+    kwargs = {"config": trainer.model.config, "training_info": info, "data_description": data_description}
     if datasets:
         kwargs["datasets"] = datasets
     if languages:
