@@ -888,7 +888,8 @@ def evaluate(
 ) -> dict:
     """
     Loads the VALL-E model, the test set and the judges, then `run_evaluation`. With `lab=True` the data are the
-    lab corpus's held-out test speakers (`lab_dir/corpus`, split `test`) and the judges are the lab's (its CTC
+    lab corpus's held-out speakers (`lab_dir/corpus`, split `split`: `test`, or `validation` to tune settings on
+    other speakers than those reported) and the judges are the lab's (its CTC
     recogniser in `lab_dir/judge/model` and resemblyzer); `dataset`, `asr_model` and `speaker_model` are then
     not used. Raises `LabNotReady` when the lab is not built yet. `max_new_seconds` caps each synthesis (converted
     to `max_new_tokens` at the codec's frame rate). `systems` defaults to `DEFAULT_SYSTEMS` (the paper's Table 2),
@@ -898,8 +899,8 @@ def evaluate(
 
     if lab:
         data_path, recognizer, speaker_judge = lab_setup(lab_dir)
-        utterances = load_utterances(data_path, split="test")
-        data = f"lab corpus {data_path}, test split"
+        utterances = load_utterances(data_path, split=split)
+        data = f"lab corpus {data_path}, {split} split"
         asr_name, speaker_name = lab_recognizer_dir(lab_dir), "resemblyzer VoiceEncoder"
     else:
         utterances = load_utterances(dataset, dataset_config, split, **(columns or {}))

@@ -23,7 +23,9 @@ def add_arguments(parser):
                        help="a 🤗 datasets Hub name, a save_to_disk folder, or a LibriSpeech folder "
                             "(e.g. LibriSpeech/test-clean); default: openslr/librispeech_asr")
     group.add_argument("--dataset-config", default="clean", help="Hub dataset config (default: clean)")
-    group.add_argument("--split", default="test", help="split (default: test)")
+    group.add_argument("--split", default="test",
+                       help="split (default: test); with --lab, `validation` holds other held-out speakers, for "
+                            "choosing settings without looking at the test speakers")
     group.add_argument("--audio-column", default="audio")
     group.add_argument("--text-column", default="text")
     group.add_argument("--speaker-column", default="speaker_id")
