@@ -184,6 +184,17 @@ def test_join_same_speaker_appends_joined_rows_of_one_speaker_within_the_length_
     assert main(["train", "--model", "m.json", "--join-same-speaker", "1", "data", "--", "--output_dir", "x"]) == 2
 
 
+def test_card_data_description_counts_joined_rows_apart():
+    from valle.training import _data_description
+
+    rows = datasets.Dataset.from_dict({"speaker": ["a", "b", "a", "a"], "num_frames": [75 * 1800] * 4})
+    # The last row joins two utterances: its audio is theirs again, so it is not counted as more hours.
+    assert _data_description(rows, 75, "speaker", joined_rows=1) == (
+        "Prepared data (`valle prepare`): 3 utterances, 1.5 h of audio; 2 speakers; plus 1 joined row (two "
+        "utterances of one speaker each, `--join-same-speaker`).")
+    assert _data_description([1, 2], 75, "speaker") is None  # not a table: nothing to say
+
+
 def test_tiny_model_overfits_tiny_dataset_and_reports_per_codebook_accuracy(tmp_path):
     torch.set_num_threads(1)
     data = tiny_prepared(12)
@@ -208,7 +219,7 @@ def test_tiny_model_overfits_tiny_dataset_and_reports_per_codebook_accuracy(tmp_
     card = (saved / "README.md").read_text()
     assert "acoustic frames per device" in card and str(trainer.state.global_step) in card
     hours = sum(data["num_frames"]) / model.config.frame_rate / 3600
-    assert f"Prepared data (`valle prepare`): 12 training rows, {hours:.1f} h of audio; 3 speakers." in card
+    assert f"Prepared data (`valle prepare`): 12 utterances, {hours:.1f} h of audio; 3 speakers." in card
 
 
 def test_resume_from_checkpoint_continues_the_same_run(tmp_path):

@@ -415,18 +415,20 @@ def train(
 
 
 def _data_description(dataset, frame_rate: int, speaker_column: str, joined_rows: int = 0) -> str | None:
-    """One sentence on the training rows for the card: how many, how many hours, speakers, joined rows."""
+    """One sentence on the training rows for the card: utterances, hours, speakers, joined rows (which come after
+    the utterances in `dataset` and repeat their audio, so they are counted apart)."""
     try:
-        rows = len(dataset)
+        utterances = dataset.select(range(len(dataset) - joined_rows)) if joined_rows else dataset
         columns = set(dataset.column_names)
-        parts = [f"{rows:,} training rows"]
+        parts = [f"{len(utterances):,} utterances"]
         if "num_frames" in columns:
-            parts[0] += f", {sum(dataset['num_frames']) / frame_rate / 3600:.1f} h of audio"
+            parts[0] += f", {sum(utterances['num_frames']) / frame_rate / 3600:.1f} h of audio"
         if speaker_column in columns:
-            parts.append(f"{len(set(dataset[speaker_column])):,} speakers")
+            parts.append(f"{len(set(utterances[speaker_column])):,} speakers")
         if joined_rows:
-            parts.append(f"{joined_rows:,} of the rows joined from two utterances of one speaker "
-                         "(`--join-same-speaker`)")
+            plural = "s" if joined_rows != 1 else ""
+            parts.append(f"plus {joined_rows:,} joined row{plural} (two utterances of one speaker each, "
+                         "`--join-same-speaker`)")
     except (TypeError, AttributeError):  # not a sized table with columns: nothing to say
         return None
     return "Prepared data (`valle prepare`): " + "; ".join(parts) + "."

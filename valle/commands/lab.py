@@ -27,14 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dir", default="runs/lab",
                         help="lab folder: corpus/, codec/, judge/ and report/ live under it (default: runs/lab)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the corpus and both trainings (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the corpus and the trainings; bundle: the draw of its voices (default: 0)")
     group = parser.add_argument_group("corpus")
     group.add_argument("--train-speakers", type=int, default=160, help="training voices (default: 160)")
     group.add_argument("--validation-speakers", type=int, default=16, help="validation voices (default: 16)")
     group.add_argument("--test-speakers", type=int, default=24, help="held-out test voices (default: 24)")
     group.add_argument("--train-utterances", type=int, default=40, help="utterances per training speaker")
     group.add_argument("--heldout-utterances", type=int, default=20, help="utterances per validation/test speaker")
-    group.add_argument("--workers", type=int, default=1, help="corpus: synthesis processes; tts: `valle prepare` processes (default: 1)")
+    group.add_argument("--workers", type=int, default=1,
+                       help="corpus: synthesis processes; tts: `valle prepare` processes (default: 1)")
     group = parser.add_argument_group("training (codec and judge)")
     group.add_argument("--codec-steps", type=int, default=200_000, help="stop the codec after this many steps")
     group.add_argument("--codec-minutes", type=float, default=None, help="stop the codec after this many minutes")
