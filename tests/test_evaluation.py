@@ -178,6 +178,10 @@ def test_summary_is_corpus_level_per_seed_then_mean_and_spread_over_seeds():
     assert "1 outputs too short to judge their speaker (left out of SPK)" in table
     assert "transcribe" not in table  # that output was transcribed: it is not counted as deleted words
     assert "| WER | CER | SPK |" in markdown_table(summary, include_cer=True)
+    # For a model card: no local data path in the header, no notes under the table.
+    bare = markdown_table({**summary, "test_set": {"utterances": 2, "speakers": 1, "hours": 0.01}}, caption="",
+                          notes=False)
+    assert bare.splitlines()[0] == "| system | WER | SPK |" and len(bare.splitlines()) == 4
 
 
 def test_read_results_drops_a_cut_off_last_line_and_refuses_an_edited_file(tmp_path):

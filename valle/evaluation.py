@@ -818,8 +818,11 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
     }
 
 
-def markdown_table(summary: dict, include_cer: bool | None = None) -> str:
-    """The paper's Table 2 layout (system | WER | SPK), mean ± spread over seeds; CER too when asked (the lab)."""
+def markdown_table(summary: dict, include_cer: bool | None = None, caption: str | None = None,
+                   notes: bool = True) -> str:
+    """The paper's Table 2 layout (system | WER | SPK), mean ± spread over seeds; CER too when asked (the lab).
+    `caption`: what the first column's header names in brackets (default: the data, as the settings give it; ""
+    for none). `notes=False` leaves out the line under the table (test set, seeds, judges)."""
     if include_cer is None:
         include_cer = bool(summary.get("settings", {}).get("lab"))
 
@@ -829,34 +832,35 @@ def markdown_table(summary: dict, include_cer: bool | None = None) -> str:
         text = f"{row[metric]:.{digits}f}"
         return text + (f" ± {row[f'{metric}_spread']:.{digits}f}" if len(row["seeds"]) > 1 else "")
 
-    data = summary.get("settings", {}).get("data", "the test set")
-    header = f"| system ({data}) | WER |" + (" CER |" if include_cer else "") + " SPK |"
+    if caption is None:
+        caption = summary.get("settings", {}).get("data", "the test set")
+    header = f"| system{f' ({caption})' if caption else ''} | WER |" + (" CER |" if include_cer else "") + " SPK |"
     lines = [header, "|---|---|" + ("---|" if include_cer else "") + "---|"]
     for row in summary["table"]:
         cer = f" {cell(row, 'cer', 1)} |" if include_cer else ""
         lines.append(f"| {row['title']} | {cell(row, 'wer', 1)} |{cer} {cell(row, 'spk', 3)} |")
     test_set = summary.get("test_set")
     settings = summary.get("settings", {})
-    notes = []
+    remarks = []
     if test_set:
-        notes.append(f"{test_set['utterances']} test utterances of {test_set['speakers']} speakers "
+        remarks.append(f"{test_set['utterances']} test utterances of {test_set['speakers']} speakers "
                      f"({test_set['hours']} h)")
     seeds = settings.get("seeds")
     if seeds:
-        notes.append(f"VALL-E rows: mean ± spread over seeds {', '.join(map(str, seeds))}")
+        remarks.append(f"VALL-E rows: mean ± spread over seeds {', '.join(map(str, seeds))}")
     if settings.get("asr_model"):
-        notes.append(f"ASR: {settings['asr_model']}")
+        remarks.append(f"ASR: {settings['asr_model']}")
     if settings.get("speaker_model"):
-        notes.append(f"speaker model: {settings['speaker_model']}")
+        remarks.append(f"speaker model: {settings['speaker_model']}")
     not_transcribed = sum(row.get("wer_unjudged", 0) for row in summary["table"])
     no_speaker = sum(row.get("spk_unjudged", 0) for row in summary["table"])
     if not_transcribed:
-        notes.append(f"{not_transcribed} outputs too short to transcribe (counted as all words deleted)")
+        remarks.append(f"{not_transcribed} outputs too short to transcribe (counted as all words deleted)")
     if no_speaker:
-        notes.append(f"{no_speaker} outputs too short to judge their speaker (left out of SPK)")
+        remarks.append(f"{no_speaker} outputs too short to judge their speaker (left out of SPK)")
     for system, reason in settings.get("skipped_systems", {}).items():
-        notes.append(f"{SYSTEM_TITLES.get(system, system)}: not computed, {reason}")
-    return "\n".join(lines + ([""] + ["; ".join(notes) + "."] if notes else []))
+        remarks.append(f"{SYSTEM_TITLES.get(system, system)}: not computed, {reason}")
+    return "\n".join(lines + ([""] + ["; ".join(remarks) + "."] if notes and remarks else []))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

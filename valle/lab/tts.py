@@ -341,8 +341,7 @@ def bundle_card_texts(corpus_hours: float, speakers: int, prompts: list[dict], t
     if results:
         from valle.evaluation import markdown_table
 
-        table = markdown_table(results, include_cer=True).split("\n\n")[0]
-        table = re.sub(r"^\| system \([^)]*\)", "| system", table)  # it names a local folder
+        table = markdown_table(results, include_cer=True, caption="", notes=False)  # its data names a local folder
         test_set = results.get("test_set") or {}
         seeds = results.get("settings", {}).get("seeds") or []
         texts["results_markdown"] = (
