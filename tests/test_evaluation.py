@@ -266,6 +266,11 @@ def test_full_scale_rows_seeds_json_table_and_resume(lab_like, tmp_path, capsys)
     assert "| VALL-E | " in printed and " ± " in printed.split("| VALL-E |")[1].splitlines()[0]
     assert " ± " not in printed.split("| ground truth |")[1].splitlines()[0]
     assert (out / "table.md").read_text().strip() in printed
+    # How the AR sampled is recorded as it took effect (no flag given: the model's generation config) and said.
+    sampling = summary["settings"]["sampling"]
+    assert sampling == {"do_sample": True, "top_k": 50, "top_p": 1.0, "temperature": 1.0,
+                        "repetition_aware_sampling": False}
+    assert "; AR sampling top-k 50, temperature 1.0;" in printed
 
     # Interrupted: 5 records and half a line survive. The resumed run redoes only the rest, and gets the same results.
     resumed = tmp_path / "resumed"
@@ -287,6 +292,27 @@ def test_full_scale_rows_seeds_json_table_and_resume(lab_like, tmp_path, capsys)
 
     # Results of different settings are never mixed.
     assert_cli_error(capsys, [_evaluate_args(lab_like, out, "--min-seconds", "4.2")], "different evaluation.*min_seconds")
+    # ... nor are results of a model that sampled otherwise by default (its generation config changed).
+    settings = json.loads((out / "settings.json").read_text())
+    (out / "settings.json").write_text(json.dumps({**settings, "sampling": {**sampling, "top_k": 10}}))
+    assert_cli_error(capsys, [_evaluate_args(lab_like, out, "--seeds", "3")], "different evaluation.*sampling")
+
+
+def test_sampling_in_words():
+    from valle.evaluation import describe_sampling, effective_sampling
+
+    assert describe_sampling({"do_sample": False, "top_k": 50}) == "greedy"
+    assert describe_sampling({"do_sample": True, "top_k": 10, "top_p": 0.9, "temperature": 0.7,
+                              "repetition_aware_sampling": True}) == \
+        "sampling top-k 10, top-p 0.9, temperature 0.7, repetition-aware"
+    assert describe_sampling({"do_sample": True, "top_k": 0, "top_p": 1.0}) == "sampling from the full distribution"
+
+    class Model:  # a call's keywords override the model's generation config
+        class generation_config:
+            do_sample, top_k, top_p, temperature, repetition_aware_sampling = True, 50, 1.0, 1.0, False
+
+    assert effective_sampling(Model(), {"top_k": 10, "max_new_tokens": 5}) == {
+        "do_sample": True, "top_k": 10, "top_p": 1.0, "temperature": 1.0, "repetition_aware_sampling": False}
 
 
 def test_bad_input_is_named(lab_like, tmp_path, capsys):

@@ -154,6 +154,21 @@ def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
     card = (bundle / "README.md").read_text()
     assert "VALL-E lab" in card and "espeak" in card
     assert f"`{prompt['name']}`" in card and "Not recorded for this checkpoint" not in card.split("### Data")[1]
+    assert summary["sampling"]["top_k"] == 50 and "sampling top-k 50" in card  # the trained model's default
+
+    # A default sampling of its own: written to generation_config.json, on the card; results sampled otherwise
+    # are refused before anything is replaced.
+    summary = build_bundle(str(tiny_lab), str(bundle), prompts=1, sampling={"top_k": 10})
+    assert json.load(open(bundle / "generation_config.json"))["top_k"] == 10 and summary["sampling"]["top_k"] == 10
+    assert "the AR's default is sampling top-k 10, temperature 1.0" in (bundle / "README.md").read_text()
+    before = sorted(path.name for path in bundle.iterdir())
+    results = {"table": [], "settings": {"sampling": {**summary["sampling"], "top_k": 50}}}
+    with pytest.raises(ValueError, match="results were sampled with sampling top-k 50.*bundle samples with "
+                                         "sampling top-k 10"):
+        build_bundle(str(tiny_lab), str(bundle), prompts=1, sampling={"top_k": 10}, results=results)
+    with pytest.raises(ValueError, match=r"\['beam_width'\] are not sampling options"):
+        build_bundle(str(tiny_lab), str(bundle), prompts=1, sampling={"beam_width": 4})
+    assert sorted(path.name for path in bundle.iterdir()) == before
 
 
 def test_report_scores_codebook_one_alone_and_every_bandwidth(tmp_path):
@@ -253,7 +268,8 @@ def test_bundle_card_lists_the_stages_voices_and_lab_results():
     assert training_stages(None) == []
     summary = {"table": [{"title": "VALL-E", "wer": 70.0, "cer": 34.1, "spk": 0.858, "seeds": [0],
                           "wer_spread": 0, "cer_spread": 0, "spk_spread": 0}],
-               "settings": {"lab": True, "data": "lab corpus /somewhere/local, test split", "seeds": [0]},
+               "settings": {"lab": True, "data": "lab corpus /somewhere/local, test split", "seeds": [0],
+                            "sampling": {"do_sample": True, "top_k": 10, "temperature": 1.0}},
                "test_set": {"utterances": 16, "speakers": 16, "hours": 0.03}}
     texts = bundle_card_texts(24.2, 160, [{"name": "voice-a"}, {"name": "voice-b"}], second, summary)
     assert "| 1 | `valle lab tts --dir runs/lab --seed 0` | 2400 (4.2 epochs) | 1500 | none |" in texts["about"]
@@ -264,6 +280,7 @@ def test_bundle_card_lists_the_stages_voices_and_lab_results():
     assert "stage before" in texts["base_model_description"]
     assert "| system | WER | CER | SPK |" in texts["results_markdown"] and "/somewhere" not in texts["results_markdown"]
     assert "| VALL-E | 70.0 | 34.1 | 0.858 |" in texts["results_markdown"]
+    assert "sampled rows (sampling top-k 10, temperature 1.0) averaged over 1 seeds" in texts["results_markdown"]
     # One stage and no evaluation: no base model, no results.
     texts = bundle_card_texts(6.0, 160, [{"name": "voice-a"}], first)
     assert texts["base_model_description"] is None and "results_markdown" not in texts

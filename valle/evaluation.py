@@ -91,7 +91,10 @@ RESULTS_FILE, SETTINGS_FILE, SUMMARY_FILE, TABLE_FILE = "results.jsonl", "settin
 # Settings that change what a per-utterance result means; a resumed run must agree on all of them. Seeds, systems
 # and the number of utterances may grow between runs: the results already there stay valid.
 RESUME_KEYS = ("model", "data", "asr_model", "speaker_model", "min_seconds", "max_seconds", "prompt_seconds",
-               "selection_seed", "generation")
+               "selection_seed", "generation", "sampling")
+# The AR's sampling options that change its outputs; recorded as they took effect (the model's generation config
+# with the run's overrides), so a table says how it was sampled even when no flag was given.
+SAMPLING_KEYS = ("do_sample", "top_k", "top_p", "temperature", "repetition_aware_sampling")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -477,6 +480,30 @@ def _check_settings(folder: Path, settings: dict) -> None:
     os.replace(temporary, path)
 
 
+def effective_sampling(model, generation_kwargs: dict | None = None) -> dict:
+    """The AR sampling options a `generate()` call with `generation_kwargs` uses: the model's generation config,
+    overridden by the call's keywords (`SAMPLING_KEYS` only)."""
+    config = getattr(model, "generation_config", None)
+    kwargs = generation_kwargs or {}
+    return {key: kwargs[key] if key in kwargs else getattr(config, key, None) for key in SAMPLING_KEYS}
+
+
+def describe_sampling(sampling: dict) -> str:
+    """`effective_sampling` in words, e.g. "sampling top-k 10, temperature 1.0" or "greedy"."""
+    if sampling.get("do_sample") is False:
+        return "greedy"
+    parts = []
+    if sampling.get("top_k"):
+        parts.append(f"top-k {sampling['top_k']}")
+    if sampling.get("top_p") is not None and sampling["top_p"] < 1.0:
+        parts.append(f"top-p {sampling['top_p']}")
+    if sampling.get("temperature") is not None:
+        parts.append(f"temperature {sampling['temperature']}")
+    if sampling.get("repetition_aware_sampling"):
+        parts.append("repetition-aware")
+    return "sampling " + (", ".join(parts) if parts else "from the full distribution")
+
+
 def _generation_seed(seed: int, utterance_id: str, system: str) -> int:
     # One seed per (seed, utterance, system): a resumed run draws exactly what an uninterrupted one would.
     return zlib.crc32(f"{seed}|{utterance_id}|{system}".encode()) & 0x7FFFFFFF
@@ -668,6 +695,7 @@ def run_evaluation(
     generation_kwargs = dict(generation_kwargs or {})
     folder = Path(output_dir)
     settings = {**(settings or {}), "prompt_seconds": prompt_seconds, "generation": generation_kwargs,
+                "sampling": effective_sampling(model, generation_kwargs),
                 "seeds": seeds, "systems": list(systems), "skipped_systems": skipped_systems,
                 "test_cases": len(cases)}
     _check_settings(folder, settings)
@@ -848,6 +876,8 @@ def markdown_table(summary: dict, include_cer: bool | None = None, caption: str 
     seeds = settings.get("seeds")
     if seeds:
         remarks.append(f"VALL-E rows: mean ± spread over seeds {', '.join(map(str, seeds))}")
+    if any(value is not None for value in settings.get("sampling", {}).values()):
+        remarks.append(f"AR {describe_sampling(settings['sampling'])}")
     if settings.get("asr_model"):
         remarks.append(f"ASR: {settings['asr_model']}")
     if settings.get("speaker_model"):

@@ -68,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="where bundle writes the built-in model folder (default: valle/assets/lab-valle)")
     group.add_argument("--results", default=None,
                        help="bundle: a `valle evaluate --lab` summary.json of this model, shown on the model card")
+    group.add_argument("--top-k", type=int, default=None,
+                       help="bundle: the AR's default top-k, written to the bundle's generation_config.json "
+                            "(default: the trained model's, 50)")
+    group.add_argument("--temperature", type=float, default=None,
+                       help="bundle: the AR's default sampling temperature (default: the trained model's, 1)")
     group.add_argument("--to", default="lab_artifacts", help="where publish writes codec/ and judge/ (default: lab_artifacts)")
 
 
@@ -155,8 +160,14 @@ def run(args) -> int:
                     print(f"valle lab bundle: {args.results} is not a `valle evaluate` summary (no table); give "
                           "the summary.json of an evaluation of this model.", file=sys.stderr)
                     return 2
-            summary = build_bundle(args.dir, args.bundle_to, seed=args.seed, training=training_summary(args.dir),
-                                   results=results)
+            sampling = {name: value for name, value in (("top_k", args.top_k), ("temperature", args.temperature))
+                        if value is not None}
+            try:
+                summary = build_bundle(args.dir, args.bundle_to, seed=args.seed, training=training_summary(args.dir),
+                                       results=results, sampling=sampling)
+            except ValueError as error:
+                print(f"valle lab bundle: {error}", file=sys.stderr)
+                return 2
             print(f"bundle: {args.bundle_to} {summary['bytes']}, voices: {[p['name'] for p in summary['prompts']]}")
         elif step == "codes":
             import json

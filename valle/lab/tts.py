@@ -312,10 +312,13 @@ def _stages_table(stages: list[dict]) -> str:
 
 
 def bundle_card_texts(corpus_hours: float, speakers: int, prompts: list[dict], training: dict | None = None,
-                      results: dict | None = None) -> dict:
+                      results: dict | None = None, sampling: dict | None = None) -> dict:
     """The lab bundle's own model-card sections (`hub_cards.build_model_card`'s `about`, `data_description`,
     `base_model_description`, `results_markdown`): what the folder holds and is for, its corpus, the stages it
-    was trained in, and, given a `valle evaluate --lab` summary of it, the lab results."""
+    was trained in, and, given a `valle evaluate --lab` summary of it, the lab results. `sampling`: the AR
+    sampling its `generation_config.json` sets (`valle.evaluation.effective_sampling`)."""
+    from valle.evaluation import describe_sampling, markdown_table
+
     voices = ", ".join(f"`{prompt['name']}`" for prompt in prompts)
     about = (
         "A small VALL-E trained from scratch in the offline speech lab of the `valle-transformers` project "
@@ -330,6 +333,9 @@ def bundle_card_texts(corpus_hours: float, speakers: int, prompts: list[dict], t
         "- With the project installed, `valle synthesize --text \"...\"` uses this folder and its first voice by "
         "default (`--voice NAME` picks another, `--model PATH` points to a copy of the folder)."
     )
+    if sampling:
+        about += (f"\n- `generation_config.json`: the AR's default is {describe_sampling(sampling)}; the sampling "
+                  "flags of `valle synthesize` (or `generate()` keywords) override it.")
     stages = training_stages(training)
     if stages:
         about += "\n\nIt was trained in stages, each starting from the model of the one before:\n\n" + _stages_table(
@@ -339,14 +345,14 @@ def bundle_card_texts(corpus_hours: float, speakers: int, prompts: list[dict], t
     base = "the model of the stage before (see \"This checkpoint\"); not on the Hub." if len(stages) > 1 else None
     texts = {"about": about, "data_description": data, "base_model_description": base}
     if results:
-        from valle.evaluation import markdown_table
-
         table = markdown_table(results, include_cer=True, caption="", notes=False)  # its data names a local folder
         test_set = results.get("test_set") or {}
         seeds = results.get("settings", {}).get("seeds") or []
+        measured = results.get("settings", {}).get("sampling")
+        how = f" ({describe_sampling(measured)})" if measured else ""
         texts["results_markdown"] = (
             f"Lab results (`valle evaluate --lab`: the paper's protocol on {test_set.get('utterances', '?')} "
-            f"utterances of held-out lab speakers, sampled rows averaged over {len(seeds)} seeds; WER/CER by the "
+            f"utterances of held-out lab speakers, sampled rows{how} averaged over {len(seeds)} seeds; WER/CER by the "
             "lab's character CTC recogniser, SPK by resemblyzer). They are not comparable with the paper's "
             "LibriSpeech numbers below.\n\n" + table
         )
@@ -385,11 +391,14 @@ def pick_prompts(corpus_dir: str, count: int = BUNDLE_PROMPTS, seed: int = 0,
 
 
 def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict | None = None,
-                 prompts: int = BUNDLE_PROMPTS, model_dir: str | None = None, results: dict | None = None) -> dict:
+                 prompts: int = BUNDLE_PROMPTS, model_dir: str | None = None, results: dict | None = None,
+                 sampling: dict | None = None) -> dict:
     """The built-in model folder: the merged lab VALL-E in fp16 (loads as float32), its processor with the lab's
     current codec (`trained_codec_dir`) in fp16, held-out prompt voices (`prompts/<speaker>.wav` + `.txt`) and a
     model card. `model_dir`: the model to bundle (default `lab_dir/tts/model`, what `valle lab tts` writes).
-    `results`: a `valle evaluate --lab` summary of this very model (e.g. of an earlier bundle of it), for the card."""
+    `results`: a `valle evaluate --lab` summary of this very model (e.g. of an earlier bundle of it), for the card.
+    `sampling`: `generate()` defaults to write into the bundle's generation config (e.g. `{"top_k": 10}`); a
+    `results` summary must have been sampled the same way."""
     import shutil
 
     import numpy as np
@@ -399,6 +408,8 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
     from modeling_valle import VallEForConditionalCodecGeneration
     from processing_valle import VallEProcessor
 
+    from valle.evaluation import SAMPLING_KEYS, describe_sampling, effective_sampling
+
     from .artifacts import save_fp16, trained_codec_dir
     from .codec import load_for_processor
     from .corpus import decode_audio, load_corpus
@@ -406,12 +417,23 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
     model_dir = model_dir or os.path.join(lab_dir, "tts", "model")
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise FileNotFoundError(f"build_bundle: {model_dir} has no model; run `valle lab tts --dir {lab_dir}` first.")
+    model = VallEForConditionalCodecGeneration.from_pretrained(model_dir).eval()
+    if sampling:
+        unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
+        if unknown:
+            raise ValueError(f"build_bundle: {unknown} are not sampling options; choose from {list(SAMPLING_KEYS)}.")
+        model.generation_config.update(**sampling)
+    sampling = effective_sampling(model)
+    measured = (results or {}).get("settings", {}).get("sampling")
+    if measured and measured != sampling:
+        raise ValueError(f"build_bundle: the results were sampled with {describe_sampling(measured)}, the bundle "
+                         f"samples with {describe_sampling(sampling)}; bundle with the sampling the results used, "
+                         "or evaluate the bundle again (nothing was changed).")
     if os.path.isdir(destination) and os.listdir(destination):
         if not os.path.isfile(os.path.join(destination, "lab_bundle.json")):
             raise FileExistsError(f"build_bundle: {destination} holds files that are not a lab bundle; choose an "
                                   "empty or new folder (nothing was changed).")
         shutil.rmtree(destination)  # an earlier bundle: replaced as a whole
-    model = VallEForConditionalCodecGeneration.from_pretrained(model_dir).eval()
     # The lab's current codec rather than the one saved with the model: after `valle lab decoder` that is the
     # decoder-trained codec, which makes the very same codes and better audio.
     processor = VallEProcessor(tokenizer=VallEProcessor.from_pretrained(model_dir).tokenizer,
@@ -437,7 +459,8 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
             handle.write(row["text"].strip() + "\n")
         prompts.append({"name": name, "text": row["text"], "seconds": round(row["duration"], 2), "source": row["id"]})
 
-    summary = {"bytes": sizes, "prompts": prompts, **({"training": training} if training else {})}
+    summary = {"bytes": sizes, "prompts": prompts, "sampling": sampling,
+               **({"training": training} if training else {})}
     with open(os.path.join(destination, "lab_bundle.json"), "w") as handle:
         json.dump(summary, handle, indent=1)
     info = {"data": "the offline lab corpus (espeak-ng voices, synthetic sentences; `valle lab corpus`)",
@@ -446,7 +469,7 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
         info.update({key: value for key, value in training.items() if isinstance(value, (str, int, float))})
     train = corpus["train"].select_columns(["duration", "speaker_id"])
     texts = bundle_card_texts(sum(train["duration"]) / 3600, len(set(train["speaker_id"])), prompts, training,
-                              results)
+                              results, sampling)
     write_model_card(destination, overwrite=True, config=model.config, model_name="VALL-E lab (small, offline)",
                      languages="en", training_info=info, **texts)
     return summary
