@@ -28,6 +28,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from valle.commands.synthesize import add_sampling_flags, sampling_kwargs  # noqa: E402  (after the path)
+
 VARIANTS = ("crop_recognized", "start_recognized", "whole_reference", "whole_recognized", "seen_speaker")
 
 
@@ -54,6 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--limit", type=int, default=16, help="test cases (as `valle evaluate --limit`)")
     parser.add_argument("--out", required=True, help="JSON file for every synthesis and the summary")
+    group = parser.add_argument_group("AR sampling (default: the model's generation config)")
+    add_sampling_flags(group)
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -63,8 +67,8 @@ def main(argv=None) -> int:
     import torch
 
     from valle.evaluation import (
-        _Case, _generation_seed, corpus_error_rate, error_counts, lab_recognizer_dir, lab_setup, load_utterances,
-        select_test_cases,
+        _Case, _generation_seed, corpus_error_rate, effective_sampling, error_counts, lab_recognizer_dir, lab_setup,
+        load_utterances, select_test_cases,
     )
     from valle.synthesis import load_model_and_processor
 
@@ -77,6 +81,7 @@ def main(argv=None) -> int:
         seen_speakers = sorted(seen)
     cases, _ = select_test_cases(utterances, limit=args.limit)
     model, processor = load_model_and_processor(args.model)
+    sampling = sampling_kwargs(args)
     rate = processor.sampling_rate
     records = []
     for number, test_case in enumerate(cases, 1):
@@ -93,7 +98,7 @@ def main(argv=None) -> int:
                 system = "valle" if variant == "crop_recognized" else variant
                 torch.manual_seed(_generation_seed(seed, target.id, system))
                 with torch.no_grad():
-                    output = model.generate(**inputs, return_dict_in_generate=True)
+                    output = model.generate(**inputs, return_dict_in_generate=True, **sampling)
                 codes = output.sequences[0, : int(output.sequence_lengths[0])]
                 waveform = processor.batch_decode([codes])[0]
                 heard = recognizer.transcribe([waveform], rate)[0] if len(waveform) >= 0.3 * rate else ""
@@ -115,7 +120,7 @@ def main(argv=None) -> int:
         # Which recogniser scored: the lab folder's own, or the committed lab_artifacts/judge (a path in the repo).
         scorer = os.path.relpath(lab_recognizer_dir(args.lab_dir), ROOT)
         json.dump({"model": args.model, "lab_dir": args.lab_dir, "recognizer": scorer, "test_cases": len(cases),
-                   "seeds": args.seeds, "summary": summary, "records": records}, handle, indent=1)
+                   "seeds": args.seeds, "sampling": effective_sampling(model, sampling), "summary": summary, "records": records}, handle, indent=1)
     print("| VALL-E-mode prompt | WER | CER | prompt (s) |\n|---|---|---|---|")
     for variant, row in summary.items():
         print(f"| {variant} | {row['wer']} | {row['cer']} | {row['mean_prompt_seconds']} |")

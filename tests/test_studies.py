@@ -1,4 +1,4 @@
-"""The studies behind the README's "Joined utterances (stages 3 to 6)" and "What the NAR adds": their pieces on
+"""The studies behind the README's "Joined utterances (stages 3 to 7)" and "What the NAR adds": their pieces on
 tiny data and a tiny model."""
 
 import importlib.util

@@ -13,7 +13,8 @@ HELP = "Say a text in a built-in voice or that of a ~3 s recording; write a WAV 
 def add_sampling_flags(group) -> None:
     """The AR's sampling flags, shared by `valle synthesize` and `valle evaluate` (read back by `sampling_kwargs`)."""
     group.add_argument("--top-k", type=int, default=None,
-                       help="sample among the k likeliest codes (default: the model's generation config; 50)")
+                       help="sample among the k likeliest codes (default: the model's generation config; "
+                            "10 for the built-in model, 50 for a new one)")
     group.add_argument("--top-p", type=float, default=None,
                        help="nucleus sampling: the fewest codes holding this probability (default: the model's; 1 = off)")
     group.add_argument("--temperature", type=float, default=None,
