@@ -163,7 +163,7 @@ def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
     assert "the AR's default is sampling top-k 10, temperature 1.0" in (bundle / "README.md").read_text()
     before = sorted(path.name for path in bundle.iterdir())
     results = {"table": [], "settings": {"sampling": {**summary["sampling"], "top_k": 50}}}
-    with pytest.raises(ValueError, match="results were sampled with sampling top-k 50.*bundle samples with "
+    with pytest.raises(ValueError, match="measured with AR sampling top-k 50.*bundle would default to "
                                          "sampling top-k 10"):
         build_bundle(str(tiny_lab), str(bundle), prompts=1, sampling={"top_k": 10}, results=results)
     with pytest.raises(ValueError, match=r"\['beam_width'\] are not sampling options"):

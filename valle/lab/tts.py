@@ -426,9 +426,10 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
     sampling = effective_sampling(model)
     measured = (results or {}).get("settings", {}).get("sampling")
     if measured and measured != sampling:
-        raise ValueError(f"build_bundle: the results were sampled with {describe_sampling(measured)}, the bundle "
-                         f"samples with {describe_sampling(sampling)}; bundle with the sampling the results used, "
-                         "or evaluate the bundle again (nothing was changed).")
+        raise ValueError(f"build_bundle: the results were measured with AR {describe_sampling(measured)}, but the "
+                         f"bundle would default to {describe_sampling(sampling)}; bundle with the sampling the results "
+                         "used (`valle lab bundle --top-k/--temperature`), or evaluate this bundle again (nothing "
+                         "was changed).")
     if os.path.isdir(destination) and os.listdir(destination):
         if not os.path.isfile(os.path.join(destination, "lab_bundle.json")):
             raise FileExistsError(f"build_bundle: {destination} holds files that are not a lab bundle; choose an "
