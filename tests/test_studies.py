@@ -103,3 +103,30 @@ def test_nar_codebooks_needs_both_data_flags(capsys):
     with pytest.raises(SystemExit) as stop:
         study.main(["--data", "held_out", "--out", "unused.json"])
     assert stop.value.code == 2 and "--train-data" in capsys.readouterr().err
+
+
+def test_reading_follows_a_head_for_every_voice_and_text(tmp_path, capsys):
+    import json
+
+    import soundfile
+
+    from valle.smoke import build_random_bundle
+
+    study = load_study("reading")
+    model_dir = build_random_bundle(tmp_path / "model", num_layers=2)
+    voices = tmp_path / "voices" / "prompts"
+    voices.mkdir(parents=True)
+    soundfile.write(voices / "one.wav", np.random.default_rng(0).normal(0, 0.1, 24000).astype(np.float32), 24000)
+    (voices / "one.txt").write_text("The old man sat down.\n")
+    out = tmp_path / "reading.json"
+    assert study.main(["--models", str(model_dir), "--voices", str(tmp_path / "voices"), "--layer", "1",
+                       "--head", "0", "--top-k", "5", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["models"][str(model_dir)]
+    assert result["sampling"]["top_k"] == 5  # the flag over the model's generation config
+    assert [r["text"] for r in result["readings"]] == list(study.TEXTS)
+    assert result["summary"]["texts"] == 3 and result["summary"]["read_to_the_end"] == sum(
+        r["final"] >= study.READ_TO_THE_END for r in result["readings"])
+    assert "read " in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a folder without voices is named
+        study.main(["--models", str(model_dir), "--voices", str(tmp_path), "--out", str(out)])
+    assert "has no prompts/ voices" in capsys.readouterr().err
