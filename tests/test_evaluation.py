@@ -158,7 +158,8 @@ def test_select_test_cases_follows_the_protocol():
 
 def test_summary_is_corpus_level_per_seed_then_mean_and_spread_over_seeds():
     def record(system, seed, errors, words, spk):
-        return {"system": system, "utterance_id": f"u{words}", "seed": seed, "word_errors": errors,
+        return {"system": system, "utterance_id": f"u{words}", "speaker_id": f"s{words}", "seed": seed,
+                "word_errors": errors,
                 "reference_words": words, "char_errors": errors, "reference_chars": 4 * words, "spk": spk,
                 "error": None if spk is not None else "too short", "spk_unjudged": spk is None}
 
@@ -182,6 +183,19 @@ def test_summary_is_corpus_level_per_seed_then_mean_and_spread_over_seeds():
     bare = markdown_table({**summary, "test_set": {"utterances": 2, "speakers": 1, "hours": 0.01}}, caption="",
                           notes=False)
     assert bare.splitlines()[0] == "| system | WER | SPK |" and len(bare.splitlines()) == 4
+    # Per speaker (seeds pooled): u10 is speaker s10, u30 speaker s30.
+    by_speaker = summary["by_speaker"]
+    assert list(by_speaker) == ["ground_truth", "valle"]
+    assert by_speaker["valle"]["s10"] == {"wer": pytest.approx(100 * (1 + 5) / 20), "cer": pytest.approx(
+        100 * (1 + 5) / 80), "outputs": 2}
+    assert by_speaker["ground_truth"]["s30"]["wer"] == pytest.approx(100 / 30)
+    from valle.evaluation import speaker_table
+
+    assert speaker_table(summary, "wer").splitlines() == [
+        "| speaker (WER %, seeds pooled) | ground_truth | valle |", "|---|---|---|",
+        "| s10 | 0.0 | 30.0 |", "| s30 | 3.3 | 10.0 |"]
+    with pytest.raises(ValueError, match="'wer' or 'cer'"):
+        speaker_table(summary, "spk")
 
 
 def test_read_results_drops_a_cut_off_last_line_and_refuses_an_edited_file(tmp_path):
@@ -271,6 +285,13 @@ def test_full_scale_rows_seeds_json_table_and_resume(lab_like, tmp_path, capsys)
     assert sampling == {"do_sample": True, "top_k": 50, "top_p": 1.0, "temperature": 1.0,
                         "repetition_aware_sampling": False}
     assert "; AR sampling top-k 50, temperature 1.0;" in printed
+
+    # Per speaker, on request (always in summary.json).
+    assert main(_evaluate_args(lab_like, out, "--seeds", "2", "--by-speaker")) == 0
+    by_speaker = capsys.readouterr().out.split("| speaker (WER %, seeds pooled) |")[1]
+    assert "| spk0 |" in by_speaker and "| spk1 |" in by_speaker
+    assert set(summary["by_speaker"]["valle"]) == {"spk0", "spk1"}
+    assert sum(v["outputs"] for v in summary["by_speaker"]["valle"].values()) == 4 * 2
 
     # Interrupted: 5 records and half a line survive. The resumed run redoes only the rest, and gets the same results.
     resumed = tmp_path / "resumed"

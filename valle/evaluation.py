@@ -821,6 +821,7 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
         row["spk_unjudged"] = sum(s["spk_unjudged"] for s in per_seed)
         rows.append(row)
     return {
+        "by_speaker": errors_by_speaker(records),
         "protocol": {
             "wer": "corpus-level word error rate in %, after valle.evaluation.normalize_text (numbers not spelled out)",
             "spk": "mean cosine of speaker embeddings: prompt (codec-decoded for the synthetic systems) vs output",
@@ -844,6 +845,35 @@ def summarize(records: list[dict], settings: dict | None = None) -> dict:
         "table": rows,
         "results": sorted(records, key=lambda r: (SYSTEMS.index(r["system"]), r["utterance_id"], r["seed"] or 0)),
     }
+
+
+def errors_by_speaker(records: list[dict]) -> dict:
+    """Per system, per speaker: corpus-level WER and CER in % of that speaker's outputs, seeds pooled, and how many
+    outputs that is. Where a gap sits: in a few voices (the recogniser's, or the prompt's) or in all of them."""
+    groups: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        groups[record["system"]][record["speaker_id"]].append(record)
+    return {
+        system: {speaker: {"wer": corpus_error_rate(items, "word"), "cer": corpus_error_rate(items, "char"),
+                           "outputs": len(items)}
+                 for speaker, items in sorted(groups[system].items())}
+        for system in SYSTEMS if system in groups
+    }
+
+
+def speaker_table(summary: dict, metric: str = "cer") -> str:
+    """`errors_by_speaker` as markdown: one row per speaker, one column per system (`metric`: "cer" or "wer")."""
+    if metric not in ("wer", "cer"):
+        raise ValueError(f"`metric` must be 'wer' or 'cer', got {metric!r}.")
+    by_speaker = summary.get("by_speaker") or {}
+    systems = [system for system in SYSTEMS if system in by_speaker]
+    speakers = sorted({speaker for system in systems for speaker in by_speaker[system]})
+    lines = [f"| speaker ({metric.upper()} %, seeds pooled) | " + " | ".join(systems) + " |",  # --systems names
+             "|---|" + "---|" * len(systems)]
+    for speaker in speakers:
+        cells = [f"{by_speaker[s][speaker][metric]:.1f}" if speaker in by_speaker[s] else "" for s in systems]
+        lines.append(f"| {speaker} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown_table(summary: dict, include_cer: bool | None = None, caption: str | None = None,

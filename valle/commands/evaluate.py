@@ -56,10 +56,12 @@ def add_arguments(parser):
                        help="stop each synthesis after this much generated audio (default: the model's cap)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--by-speaker", action="store_true",
+                        help="also print CER (--lab) or WER per speaker and system (always in summary.json)")
 
 
 def run(args) -> int:
-    from valle.evaluation import SYSTEMS, LabNotReady, evaluate, markdown_table
+    from valle.evaluation import SYSTEMS, LabNotReady, evaluate, markdown_table, speaker_table
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}.")
@@ -86,6 +88,8 @@ def run(args) -> int:
         print(f"valle evaluate --lab: {error}", file=sys.stderr)
         return 2
     print(markdown_table(summary))
+    if args.by_speaker:
+        print("\n" + speaker_table(summary, "cer" if args.lab else "wer"))
     print(f"\nper-utterance results: {args.out}/results.jsonl; summary: {args.out}/summary.json; "
           f"table: {args.out}/table.md")
     return 0
