@@ -120,7 +120,8 @@ def main(argv=None) -> int:
         # Which recogniser scored: the lab folder's own, or the committed lab_artifacts/judge (a path in the repo).
         scorer = os.path.relpath(lab_recognizer_dir(args.lab_dir), ROOT)
         json.dump({"model": args.model, "lab_dir": args.lab_dir, "recognizer": scorer, "test_cases": len(cases),
-                   "seeds": args.seeds, "sampling": effective_sampling(model, sampling), "summary": summary, "records": records}, handle, indent=1)
+                   "seeds": args.seeds, "sampling": effective_sampling(model, sampling), "summary": summary,
+                   "records": records}, handle, indent=1)
     print("| VALL-E-mode prompt | WER | CER | prompt (s) |\n|---|---|---|---|")
     for variant, row in summary.items():
         print(f"| {variant} | {row['wer']} | {row['cer']} | {row['mean_prompt_seconds']} |")
