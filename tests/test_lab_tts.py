@@ -109,6 +109,9 @@ def test_train_command_runs_valle_train_with_one_decoder(tmp_path):
     joined = train_command("ar", "d", "c", "p", "o", seed=0, steps=1, resume=False, join_same_speaker=1.0)
     assert joined[joined.index("--join-same-speaker") + 1] == "1.0" and joined.index("--join-same-speaker") < \
         joined.index("d")  # a `valle train` option, before DATA
+    assert command[command.index("--learning_rate") + 1] == str(RECIPE["learning_rate"])
+    lower = train_command("ar", "d", "c", "p", "o", seed=0, steps=1, resume=False, learning_rate=2e-4)
+    assert lower[lower.index("--learning_rate") + 1] == "0.0002"
 
 
 def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
@@ -217,6 +220,8 @@ def test_recipe_init_from_checks_the_model_and_its_vocabulary(tiny_lab, tmp_path
     # 0 steps keeps a decoder of --init-from: without one, or with nothing left to train, refused at once.
     with pytest.raises(ValueError, match="needs --init-from"):
         run_recipe(str(tiny_lab), steps={"nar": 0}, log=lambda line: None)
+    with pytest.raises(ValueError, match="learning rate must be positive"):
+        run_recipe(str(tiny_lab), learning_rate=0.0, log=lambda line: None)
     with pytest.raises(ValueError, match="trains nothing"):
         run_recipe(str(tiny_lab), steps={"ar": 0, "nar": 0}, init_from=str(tmp_path / "nothing"), log=lambda line: None)
     model_dir = tmp_path / "model"
@@ -253,6 +258,13 @@ def test_recipe_init_from_checks_the_model_and_its_vocabulary(tiny_lab, tmp_path
     assert summary["recipe"].startswith(f"valle lab tts --dir {lab} (seed 2; the AR alone)")
     assert summary["recipe"].endswith("--init-from valle/assets/lab-valle, --join-same-speaker 1.0, --nar-steps 0")
     assert summary["NAR"] == "kept from the initial model" and summary["joined rows per utterance (AR)"] == 1.0
+    assert summary["peak learning rate"] == 1e-3  # recorded before the option existed: the recipe's
+    (lab / "tts" / "options.json").write_text(
+        json.dumps({"steps": {"ar": 10, "nar": 0}, "join_same_speaker": 1.0, "seed": 5, "learning_rate": 2e-4}))
+    summary = training_summary(str(lab))
+    assert summary["peak learning rate"] == 2e-4
+    assert summary["recipe"].endswith("--init-from valle/assets/lab-valle, --learning-rate 0.0002, "
+                                      "--join-same-speaker 1.0, --nar-steps 0")
 
 
 def test_bundle_card_lists_the_stages_voices_and_lab_results():

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--join-same-speaker", type=float, default=0.0, metavar="FRACTION",
                        help="tts: add FRACTION joined rows (two utterances of one speaker) per utterance to the AR's "
                             "data, so that it learns VALL-E mode's joint into a new sentence (default 0: off)")
+    group.add_argument("--learning-rate", type=float, default=None,
+                       help="tts: peak learning rate of both trainings (default: valle.lab.tts.RECIPE, 1e-3); lower "
+                            "for a last stage that goes on from --init-from")
     group.add_argument("--init-from", default=None,
                        help="tts: go on training this lab VALL-E folder (e.g. valle/assets/lab-valle) instead of a "
                             "new model, e.g. on a larger corpus (its vocabulary and config are kept)")
@@ -143,7 +146,8 @@ def run(args) -> int:
                      if value is not None}
             try:
                 run_recipe(args.dir, seed=args.seed, steps=steps, num_proc=max(1, args.workers),
-                           init_from=args.init_from, join_same_speaker=args.join_same_speaker)
+                           init_from=args.init_from, join_same_speaker=args.join_same_speaker,
+                           learning_rate=args.learning_rate)
             except ValueError as error:
                 print(f"valle lab tts: {error}", file=sys.stderr)
                 return 2

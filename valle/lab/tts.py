@@ -120,9 +120,10 @@ RECIPE = {
 
 
 def train_command(mode: str, data_dir: str, model: str, processor_dir: str, output_dir: str, seed: int,
-                  steps: int, resume: bool, join_same_speaker: float = 0.0) -> list[str]:
+                  steps: int, resume: bool, join_same_speaker: float = 0.0,
+                  learning_rate: float | None = None) -> list[str]:
     """The `valle train` command line that trains one decoder of the lab model. `model`: a config JSON (a new
-    model) or a model folder (go on training it)."""
+    model) or a model folder (go on training it). `learning_rate`: the peak (default `RECIPE["learning_rate"]`)."""
     import sys
 
     command = [
@@ -135,7 +136,7 @@ def train_command(mode: str, data_dir: str, model: str, processor_dir: str, outp
         command.append("--resume")
     command += [
         data_dir, "--", "--output_dir", output_dir, "--max_steps", str(steps),
-        "--learning_rate", str(RECIPE["learning_rate"]), "--warmup_steps", str(RECIPE["warmup_steps"]),
+        "--learning_rate", str(learning_rate or RECIPE["learning_rate"]), "--warmup_steps", str(RECIPE["warmup_steps"]),
         "--lr_scheduler_type", "cosine", "--logging_steps", "25", "--save_steps", str(RECIPE["save_steps"]),
         "--save_total_limit", "2", "--dataloader_num_workers", "0", "--seed", str(seed), "--report_to", "none",
     ]
@@ -147,7 +148,8 @@ def has_checkpoint(output_dir: str) -> bool:
 
 
 def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc: int = 2,
-               init_from: str | None = None, join_same_speaker: float = 0.0, log=print) -> str:
+               init_from: str | None = None, join_same_speaker: float = 0.0, learning_rate: float | None = None,
+               log=print) -> str:
     """Trains the lab VALL-E from the lab corpus and codec; every stage resumes where it stopped.
 
     `steps`: training steps per decoder, e.g. `{"ar": 2400, "nar": 1500}` (default `RECIPE["steps"]`). With
@@ -157,6 +159,8 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     `steps`). For a larger corpus built with the same seed and speakers (`valle lab corpus --train-utterances`).
     `join_same_speaker`: joined rows per utterance in the AR's data (`valle.data.join_same_speaker`), so that it
     learns VALL-E mode's joint from a prompt into a new sentence; the lab's one-sentence utterances have none.
+    `learning_rate`: the peak of the schedule (default `RECIPE["learning_rate"]`), e.g. lower for a last stage
+    that goes on from a trained model.
     `lab_dir/tts/`: processor/ -> data/train (`prepare_dataset`) -> config.json -> ar/ and nar/
     (two `valle train` processes at once, the CPU's threads shared out: the decoders share no weight, so training
     them apart is the same as `--mode both` with half the work per process) -> model/ (the merge, with the
@@ -170,6 +174,8 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     steps = {**RECIPE["steps"], **(steps or {})}
     if any(count < 0 for count in steps.values()):
         raise ValueError(f"run_recipe: steps must be >= 0, got {steps}.")
+    if learning_rate is not None and not learning_rate > 0:
+        raise ValueError(f"run_recipe: the learning rate must be positive, got {learning_rate}.")
     if not any(steps.values()):
         raise ValueError(f"run_recipe: {steps} trains nothing; give --ar-steps or --nar-steps a positive count.")
     if init_from is None and not all(steps.values()):
@@ -215,14 +221,16 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
     elif not os.path.isfile(config_path):
         lab_model_config(processor).to_json_file(config_path)
     with open(os.path.join(tts_dir, "options.json"), "w") as handle:  # for `training_summary`
-        json.dump({"steps": steps, "join_same_speaker": join_same_speaker, "seed": seed}, handle, indent=1)
+        json.dump({"steps": steps, "join_same_speaker": join_same_speaker, "seed": seed,
+                   "learning_rate": learning_rate or RECIPE["learning_rate"]}, handle, indent=1)
     runs, trained = {}, [mode for mode in ("ar", "nar") if steps[mode]]
     threads = str(max(1, (os.cpu_count() or 1) // len(trained)))
     for mode in trained:
         output_dir = os.path.join(tts_dir, mode)
         command = train_command(mode, os.path.join(tts_dir, "data", "train"), init_from or config_path, processor_dir,
                                 output_dir, seed, steps[mode], resume=has_checkpoint(output_dir),
-                                join_same_speaker=join_same_speaker if mode == "ar" else 0.0)
+                                join_same_speaker=join_same_speaker if mode == "ar" else 0.0,
+                                learning_rate=learning_rate)
         log(f"tts: training the {mode.upper()} decoder: {' '.join(command)} (log: {output_dir}.log)")
         handle = open(f"{output_dir}.log", "a")
         runs[mode] = (subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
@@ -253,7 +261,8 @@ def training_summary(lab_dir: str) -> dict:
     # Runs from before the seed was recorded used the default, 0.
     how = "AR and NAR as two processes sharing the CPU" if len(trained) == 2 else f"the {trained[0]} alone"
     summary = {"recipe": f"valle lab tts --dir {lab_dir} (seed {options.get('seed', 0)}; {how})",
-               "max tokens per batch (frames)": RECIPE["max_tokens"], "peak learning rate": RECIPE["learning_rate"],
+               "max tokens per batch (frames)": RECIPE["max_tokens"],
+               "peak learning rate": options.get("learning_rate", RECIPE["learning_rate"]),
                "learning-rate schedule": f"cosine, {RECIPE['warmup_steps']} warm-up steps"}
     init_record = os.path.join(lab_dir, "tts", "init_from.json")
     if os.path.isfile(init_record):
@@ -261,6 +270,8 @@ def training_summary(lab_dir: str) -> dict:
             record = json.load(handle)
         summary["recipe"] += f", --init-from {record['init_from']}"
         summary["initialised from"] = record
+    if options.get("learning_rate", RECIPE["learning_rate"]) != RECIPE["learning_rate"]:
+        summary["recipe"] += f", --learning-rate {options['learning_rate']}"
     if options.get("join_same_speaker"):
         summary["recipe"] += f", --join-same-speaker {options['join_same_speaker']}"
         summary["joined rows per utterance (AR)"] = options["join_same_speaker"]
