@@ -169,6 +169,10 @@ def test_bundle_has_fp16_weights_prompts_and_a_card(tiny_lab, tmp_path):
     with pytest.raises(ValueError, match="measured with AR sampling top-k 50.*bundle would default to "
                                          "sampling top-k 10"):
         build_bundle(str(tiny_lab), str(bundle), prompts=1, sampling={"top_k": 10}, results=results)
+    with pytest.raises(ValueError, match="top_k must be >= 0"):
+        build_bundle(str(tiny_lab), str(bundle), prompts=1, sampling={"top_k": -1})
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        build_bundle(str(tiny_lab), str(bundle), prompts=1, sampling={"temperature": 0.0})
     with pytest.raises(ValueError, match=r"\['beam_width'\] are not sampling options"):
         build_bundle(str(tiny_lab), str(bundle), prompts=1, sampling={"beam_width": 4})
     assert sorted(path.name for path in bundle.iterdir()) == before

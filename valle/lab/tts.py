@@ -433,6 +433,10 @@ def build_bundle(lab_dir: str, destination: str, seed: int = 0, training: dict |
         unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
         if unknown:
             raise ValueError(f"build_bundle: {unknown} are not sampling options; choose from {list(SAMPLING_KEYS)}.")
+        if sampling.get("top_k") is not None and sampling["top_k"] < 0:
+            raise ValueError(f"build_bundle: top_k must be >= 0 (0: no top-k filtering), got {sampling['top_k']}.")
+        if sampling.get("temperature") is not None and not sampling["temperature"] > 0:
+            raise ValueError(f"build_bundle: temperature must be positive, got {sampling['temperature']}.")
         model.generation_config.update(**sampling)
     sampling = effective_sampling(model)
     measured = (results or {}).get("settings", {}).get("sampling")
