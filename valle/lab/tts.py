@@ -136,7 +136,8 @@ def train_command(mode: str, data_dir: str, model: str, processor_dir: str, outp
         command.append("--resume")
     command += [
         data_dir, "--", "--output_dir", output_dir, "--max_steps", str(steps),
-        "--learning_rate", str(learning_rate or RECIPE["learning_rate"]), "--warmup_steps", str(RECIPE["warmup_steps"]),
+        "--learning_rate", str(RECIPE["learning_rate"] if learning_rate is None else learning_rate),
+        "--warmup_steps", str(RECIPE["warmup_steps"]),
         "--lr_scheduler_type", "cosine", "--logging_steps", "25", "--save_steps", str(RECIPE["save_steps"]),
         "--save_total_limit", "2", "--dataloader_num_workers", "0", "--seed", str(seed), "--report_to", "none",
     ]
@@ -222,7 +223,8 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
         lab_model_config(processor).to_json_file(config_path)
     with open(os.path.join(tts_dir, "options.json"), "w") as handle:  # for `training_summary`
         json.dump({"steps": steps, "join_same_speaker": join_same_speaker, "seed": seed,
-                   "learning_rate": learning_rate or RECIPE["learning_rate"]}, handle, indent=1)
+                   "learning_rate": RECIPE["learning_rate"] if learning_rate is None else learning_rate},
+                  handle, indent=1)
     runs, trained = {}, [mode for mode in ("ar", "nar") if steps[mode]]
     threads = str(max(1, (os.cpu_count() or 1) // len(trained)))
     for mode in trained:
