@@ -177,6 +177,7 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
         raise ValueError(f"run_recipe: steps must be >= 0, got {steps}.")
     if learning_rate is not None and not learning_rate > 0:
         raise ValueError(f"run_recipe: the learning rate must be positive, got {learning_rate}.")
+    learning_rate = RECIPE["learning_rate"] if learning_rate is None else learning_rate
     if not any(steps.values()):
         raise ValueError(f"run_recipe: {steps} trains nothing; give --ar-steps or --nar-steps a positive count.")
     if init_from is None and not all(steps.values()):
@@ -223,8 +224,7 @@ def run_recipe(lab_dir: str, seed: int = 0, steps: dict | None = None, num_proc:
         lab_model_config(processor).to_json_file(config_path)
     with open(os.path.join(tts_dir, "options.json"), "w") as handle:  # for `training_summary`
         json.dump({"steps": steps, "join_same_speaker": join_same_speaker, "seed": seed,
-                   "learning_rate": RECIPE["learning_rate"] if learning_rate is None else learning_rate},
-                  handle, indent=1)
+                   "learning_rate": learning_rate}, handle, indent=1)
     runs, trained = {}, [mode for mode in ("ar", "nar") if steps[mode]]
     threads = str(max(1, (os.cpu_count() or 1) // len(trained)))
     for mode in trained:
