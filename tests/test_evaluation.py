@@ -319,6 +319,75 @@ def test_full_scale_rows_seeds_json_table_and_resume(lab_like, tmp_path, capsys)
     assert_cli_error(capsys, [_evaluate_args(lab_like, out, "--seeds", "3")], "different evaluation.*sampling")
 
 
+def test_workers_share_the_cases_and_give_the_results_of_one_process(lab_like, tmp_path, capfd):
+    # capfd: the workers are processes of their own, whose output reaches the file descriptors only
+    alone, shared = tmp_path / "alone", tmp_path / "shared"
+    assert main(_evaluate_args(lab_like, alone, "--seeds", "2", "--threads", "1")) == 0
+    capfd.readouterr()
+    assert main(_evaluate_args(lab_like, shared, "--seeds", "2", "--workers", "2")) == 0
+    captured = capfd.readouterr()
+    assert "2 workers, 1 torch thread(s) each" in captured.err
+    # The summarising pass found every result the workers wrote and computed none again.
+    assert "resuming: 24 of 24 results" in captured.out and "| VALL-E | " in captured.out
+    expected, got = (json.loads((folder / "summary.json").read_text()) for folder in (alone, shared))
+    assert len(got["results"]) == len(expected["results"]) == 4 * (1 + 1 + 2 + 2)
+
+    def rounded(value):  # the same to float rounding: the processes ran with other numbers of threads
+        if isinstance(value, float):
+            return round(value, 5)
+        if isinstance(value, dict):
+            return {key: rounded(item) for key, item in value.items()}
+        return [rounded(item) for item in value] if isinstance(value, list) else value
+
+    assert rounded(got["results"]) == rounded(expected["results"])
+    assert rounded(got["table"]) == rounded(expected["table"])
+    # Each line of the shared file is one whole record, each result once.
+    lines = (shared / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 24 and len(read_results(shared / "results.jsonl")) == 24
+
+    assert_cli_error(capfd, [_evaluate_args(lab_like, tmp_path / "x", "--workers", "0")], "--workers must be at least 1")
+    assert_cli_error(capfd, [_evaluate_args(lab_like, tmp_path / "y", "--threads", "0")], "--threads must be at least 1")
+    # A worker that fails is reported, and the run tells how to resume.
+    assert main(_evaluate_args(lab_like, tmp_path / "z", "--workers", "2", "--split", "dev")) == 1
+    err = capfd.readouterr().err
+    assert "(worker 1 of 2): error:" in err and "no split 'dev'" in err
+    assert "2 of 2 workers stopped with an error" in err and "run the same command again to resume" in err
+
+
+def test_run_evaluation_shards_are_disjoint_and_cover_the_cases(tmp_path):
+    from valle.evaluation import GROUND_TRUTH, run_evaluation
+
+    rate = 16000
+    def audio():
+        return {"array": np.random.default_rng(0).uniform(-0.3, 0.3, int(4.5 * rate)).astype(np.float32),
+                "sampling_rate": rate}
+
+    utterances = [Utterance(f"s{s}-{i}", f"s{s}", "a b c", 4.5, audio) for s in range(2) for i in range(3)]
+    cases, _ = select_test_cases(utterances)
+
+    class Judge:
+        def transcribe(self, waveforms, sampling_rate):
+            return ["a b" for _ in waveforms]
+
+        def embed(self, waveform, sampling_rate):
+            return np.ones(4)
+
+    class Processor:
+        sampling_rate = rate
+
+    for number in range(2):
+        assert run_evaluation(None, Processor(), cases, Judge(), Judge(), tmp_path, systems=[GROUND_TRUTH],
+                              progress=False, shard=(number, 2)) is None
+        assert not (tmp_path / "summary.json").exists()
+    ids = [json.loads(line)["utterance_id"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert ids == [case.utterance.id for case in cases[0::2]] + [case.utterance.id for case in cases[1::2]]
+    summary = run_evaluation(None, Processor(), cases, Judge(), Judge(), tmp_path, systems=[GROUND_TRUTH],
+                             progress=False)
+    assert len(summary["results"]) == len(cases) == 6 and (tmp_path / "summary.json").exists()
+    with pytest.raises(ValueError, match="shard must be"):
+        run_evaluation(None, Processor(), cases, Judge(), Judge(), tmp_path, systems=[GROUND_TRUTH], shard=(2, 2))
+
+
 def test_sampling_in_words():
     from valle.evaluation import describe_sampling, effective_sampling
 

@@ -463,6 +463,17 @@ def read_results(path: str | Path) -> dict[str, dict]:
     return records
 
 
+def repair_results(path: str | Path) -> None:
+    """If the last write to a results file was cut off, keeps its complete records only, so that new ones start on
+    a line of their own."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        done = read_results(path)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text("".join(json.dumps(record) + "\n" for record in done.values()), encoding="utf-8")
+        os.replace(temporary, path)
+
+
 def _check_settings(folder: Path, settings: dict) -> None:
     path = folder / SETTINGS_FILE
     if path.is_file():
@@ -475,7 +486,7 @@ def _check_settings(folder: Path, settings: dict) -> None:
                 "to start over."
             )
     folder.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")  # the workers of one run write the same settings at once
     temporary.write_text(json.dumps(settings, indent=1, sort_keys=True))
     os.replace(temporary, path)
 
@@ -668,10 +679,18 @@ def run_evaluation(
     settings: dict | None = None,
     save_audio: bool = False,
     progress: bool = True,
-) -> dict:
+    shard: tuple[int, int] | None = None,
+) -> dict | None:
     """
     Scores every (system, test case, seed) not yet in `output_dir/results.jsonl`, appending each result as it
     comes, then writes `summary.json` and `table.md` and returns the summary (see `summarize`).
+
+    `shard=(number, count)` makes this one of `count` workers sharing the run (`valle evaluate --workers`): it
+    scores only the test cases whose index is `number` modulo `count`, appends to the same results file (a whole
+    line per write) and returns None. The caller repairs a cut-off results file before starting the workers
+    (`repair_results`) and summarises once they are done: a run without `shard` then finds every result in the
+    file and computes nothing again. Each output is seeded from its seed, utterance and system alone, so the
+    results do not depend on how the cases were shared.
 
     `recognizer` needs `transcribe(waveforms, sampling_rate) -> list[str]`, `speaker_judge` needs
     `embed(waveform, sampling_rate) -> vector`. `settings` describes the run (model, data, judges, ranges,
@@ -700,12 +719,9 @@ def run_evaluation(
                 "test_cases": len(cases)}
     _check_settings(folder, settings)
     results_path = folder / RESULTS_FILE
+    if shard is None:  # a worker's caller has done this before starting the workers
+        repair_results(results_path)
     done = read_results(results_path)
-    if results_path.is_file() and results_path.stat().st_size and not results_path.read_bytes().endswith(b"\n"):
-        # The last write was cut off: keep the complete records only, so new ones start on a line of their own.
-        temporary = results_path.with_suffix(".tmp")
-        temporary.write_text("".join(json.dumps(record) + "\n" for record in done.values()), encoding="utf-8")
-        os.replace(temporary, results_path)
 
     work = [
         (index, system, seed)
@@ -713,6 +729,11 @@ def run_evaluation(
         for system in systems
         for seed in (seeds if system in SAMPLED_SYSTEMS else [None])
     ]
+    if shard is not None:
+        number, count = shard
+        if not 0 <= number < count:
+            raise ValueError(f"shard must be (number, count) with 0 <= number < count, got {shard}.")
+        work = [item for item in work if item[0] % count == number]
     todo = [item for item in work if result_key(item[1], cases[item[0]].utterance.id, item[2]) not in done]
     if len(todo) < len(work):
         print(f"resuming: {len(work) - len(todo)} of {len(work)} results already in {results_path}")
@@ -757,6 +778,8 @@ def run_evaluation(
             done[result_key(system, case.case.utterance.id, seed)] = record
             bar.update(1)
     bar.close()
+    if shard is not None:
+        return None
 
     wanted = {result_key(system, cases[index].utterance.id, seed) for index, system, seed in work}
     records = [record for key, record in done.items() if key in wanted]
@@ -949,7 +972,8 @@ def evaluate(
     device: str | None = None,
     save_audio: bool = False,
     progress: bool = True,
-) -> dict:
+    shard: tuple[int, int] | None = None,
+) -> dict | None:
     """
     Loads the VALL-E model, the test set and the judges, then `run_evaluation`. With `lab=True` the data are the
     lab corpus's held-out speakers (`lab_dir/corpus`, split `split`: `test`, or `validation` to tune settings on
@@ -957,7 +981,8 @@ def evaluate(
     recogniser in `lab_dir/judge/model` and resemblyzer); `dataset`, `asr_model` and `speaker_model` are then
     not used. Raises `LabNotReady` when the lab is not built yet. `max_new_seconds` caps each synthesis (converted
     to `max_new_tokens` at the codec's frame rate). `systems` defaults to `DEFAULT_SYSTEMS` (the paper's Table 2),
-    or `DEFAULT_LAB_SYSTEMS` (the same plus the ablations) with `lab=True`.
+    or `DEFAULT_LAB_SYSTEMS` (the same plus the ablations) with `lab=True`. `shard`: one worker's share of the run
+    (see `run_evaluation`; returns None).
     """
     from valle.synthesis import load_model_and_processor
 
@@ -991,4 +1016,4 @@ def evaluate(
         systems = DEFAULT_LAB_SYSTEMS if lab else DEFAULT_SYSTEMS
     return run_evaluation(model, processor, cases, recognizer, speaker_judge, output_dir, seeds=seeds,
                           systems=systems, prompt_seconds=prompt_seconds, generation_kwargs=generation_kwargs,
-                          settings=settings, save_audio=save_audio, progress=progress)
+                          settings=settings, save_audio=save_audio, progress=progress, shard=shard)
