@@ -7,7 +7,12 @@ For each test case of `valle evaluate --lab` (same selection), two rows per k in
 - `codec`: the recording's own codes, the first k codebooks decoded (k = 8: the codec resynthesis row of
   `valle evaluate`; k = 1: its "ground-truth codebook 1 alone" row);
 - `nar`: codebook 1 is the recording's own, the NAR (greedy) fills codebooks 2-8 with the VALL-E row's prompts (the
-  "NAR on ground-truth codebook 1" row of `valle evaluate` at k = 8), and only the first k are decoded.
+  "NAR on ground-truth codebook 1" row of `valle evaluate` at k = 8), and only the first k are decoded;
+- `nar_expected`: the same NAR passes, but codebooks 2..k are decoded as the NAR's expected codec vector (each
+  codebook's vectors weighted by the NAR's probabilities) instead of the vector of its likeliest code. Where the NAR
+  is sure, this is the greedy decode; where it hesitates among many codes, the expected vector shrinks towards the
+  codebook's mean. If this row reads like `codec` at k = 1, the NAR's distributions hold no more about the
+  residuals than their average does.
 The lab codec was trained with quantizer dropout, so it decodes any number of codebooks. If `nar` at k = 8 reads
 worse than `codec` at k = 1, the NAR's codebooks add more error than they remove; the k at which `nar` is best
 says which of them do. The output is a JSON with every transcript and a markdown table (WER / CER of the lab
@@ -96,6 +101,39 @@ def teacher_forced(model, dataset, unigram, batch_size: int = 8, seed: int = 0) 
     return scores
 
 
+def nar_with_probabilities(model, inputs, first_codebook):
+    """`generate_nar`'s codes for one item (frames, codebooks) and the NAR's distribution over each codebook 2..K
+    (a dict: 0-based codebook -> (frames, codebook_size) probabilities), from the same passes."""
+    import torch
+
+    probabilities = {}
+
+    def keep(codebook, logits):
+        probabilities[codebook] = logits[0].float().softmax(dim=-1)
+
+    checked = model._check_generation_inputs(
+        inputs["input_ids"], inputs.get("attention_mask"), inputs.get("prompt_codes"),
+        inputs.get("prompt_attention_mask"), None, for_ar=False)
+    lengths = torch.tensor([first_codebook.shape[1]])
+    with torch.no_grad():
+        codes = model._generate_other_codebooks(*checked, first_codebook.long(), lengths, on_logits=keep)
+    return codes[0], probabilities
+
+
+def decode_expected(codec, first_codes, probabilities, codebooks: int):
+    """A waveform from codebook 1's codes plus, for codebooks 2..`codebooks`, the expected codec vector under
+    `probabilities` (see `nar_with_probabilities`): the quantised latent that transformers' `EncodecModel` sums
+    from its codebooks, with probabilities in place of one-hot codes, through the codec's decoder."""
+    import torch
+
+    layers = codec.quantizer.layers
+    with torch.no_grad():
+        latent = layers[0].codebook.embed[first_codes.long()]  # (frames, codebook_dim)
+        for level in range(1, codebooks):
+            latent = latent + probabilities[level] @ layers[level].codebook.embed
+        return codec.decoder(latent.T[None]).reshape(-1).float()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="valle/assets/lab-valle")
@@ -125,29 +163,43 @@ def main(argv=None) -> int:
         levels = []
     if not levels or levels[0] < 1 or levels[-1] > total:
         parser.error(f"--codebooks: each k must be in 1..{total}, got {args.codebooks!r}")
+    if not hasattr(getattr(processor.codec, "quantizer", None), "layers"):
+        parser.error("the expected-vector row needs the codec as transformers' EncodecModel (the lab's and "
+                     "facebook/encodec_24khz are)")
     corpus, recognizer, speaker_judge = lab_setup(args.lab_dir)
     cases, _ = select_test_cases(load_utterances(corpus, split="test"), limit=args.limit)
     rate = processor.sampling_rate
     records = []
+    top_probability = {level: [] for level in range(2, total + 1)}  # the NAR's probability of its greedy pick
     for number, test_case in enumerate(cases, 1):
         case = _Case(test_case, processor, speaker_judge, 3.0, recognizer)
         target = test_case.utterance
         inputs = processor(text=target.text, prompt_audio=case.prompt(), prompt_text=case.prompt_transcript() or None,
                            sampling_rate=rate)
         truth = case.codes("target")
-        with torch.no_grad():
-            predicted = model.generate_nar(**inputs, first_codebook=truth[None, :, 0])[0]
+        predicted, probabilities = nar_with_probabilities(model, inputs, truth[None, :, 0])
+        if number == 1:  # one-hot probabilities must give the codec's own decode, or the expected row means nothing
+            one_hot = {level: torch.nn.functional.one_hot(predicted[:, level], model.config.codebook_size).float()
+                       for level in range(1, total)}
+            assert torch.allclose(decode_expected(processor.codec, truth[:, 0], one_hot, total),
+                                  processor._decode_codes(predicted), atol=1e-4), "decode_expected is not the codec's"
+        for level, p in probabilities.items():
+            top_probability[level + 1] += p.max(dim=-1).values.tolist()
         prompt_embedding = speaker_judge.embed(case.prompt(), rate)
-        for row, codes in (("codec", truth), ("nar", predicted)):
+        for row, codes in (("codec", truth), ("nar", predicted), ("nar_expected", None)):
             for k in levels:
-                waveform = processor._decode_codes(codes[:, :k]).numpy()[: len(case.target())]
+                if codes is None:
+                    waveform = decode_expected(processor.codec, truth[:, 0], probabilities, k)
+                else:
+                    waveform = processor._decode_codes(codes[:, :k])
+                waveform = waveform.numpy()[: len(case.target())]
                 heard = recognizer.transcribe([waveform], rate)[0]
                 records.append({"row": row, "codebooks": k, "utterance_id": target.id, "reference": target.text,
                                 "hypothesis": heard, **error_counts(target.text, heard),
                                 "spk": cosine(prompt_embedding, speaker_judge.embed(waveform, rate))})
         print(f"{number}/{len(cases)} {target.id}", file=sys.stderr, flush=True)
     summary = {}
-    for row in ("codec", "nar"):
+    for row in ("codec", "nar", "nar_expected"):
         for k in levels:
             chosen = [r for r in records if r["row"] == row and r["codebooks"] == k]
             summary[f"{row}_{k}"] = {
@@ -166,12 +218,16 @@ def main(argv=None) -> int:
         forced = teacher_forced(model.float().eval(), held_out, unigram)
     with open(args.out, "w", encoding="utf-8") as handle:
         json.dump({"model": args.model, "lab_dir": args.lab_dir, "test_cases": len(cases), "summary": summary,
+                   "nar_top_probability": {level: round(sum(v) / len(v), 4) for level, v in top_probability.items()},
                    "teacher_forced": forced, "data": args.data, "train_data": args.train_data, "records": records},
                   handle, indent=1)
     print("| codebooks 2-8 from | codebooks decoded | WER | CER | SPK |\n|---|---|---|---|---|")
+    sources = {"codec": "the recording", "nar": "the NAR", "nar_expected": "the NAR, expected vectors"}
     for row in summary.values():
-        source = "the recording" if row["row"] == "codec" else "the NAR"
+        source = sources[row["row"]]
         print(f"| {source} | {row['codebooks']} | {row['wer']} | {row['cer']} | {row['spk']} |")
+    print("\nthe NAR's probability of its greedy pick, mean over frames, codebooks 2..: "
+          + ", ".join(f"{sum(v) / len(v):.3f}" for v in top_probability.values()))
     if forced:
         print("\n| codebook | NAR loss | NAR top-1 accuracy | NAR loss, codebooks below shuffled | unigram loss |\n"
               "|---|---|---|---|---|")

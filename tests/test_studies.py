@@ -130,3 +130,37 @@ def test_reading_follows_a_head_for_every_voice_and_text(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a folder without voices is named
         study.main(["--models", str(model_dir), "--voices", str(tmp_path), "--out", str(out)])
     assert "has no prompts/ voices" in capsys.readouterr().err
+
+
+def test_nar_codebooks_expected_vectors_are_the_greedy_decode_for_sure_codes(tmp_path):
+    from valle.smoke import build_random_bundle
+    from valle.synthesis import load_model_and_processor
+
+    study = load_study("nar_codebooks")
+    model, processor = load_model_and_processor(str(build_random_bundle(tmp_path / "bundle", hidden_size=32)),
+                                                device="cpu")
+    rng = np.random.default_rng(0)
+    inputs = processor(text="a short sentence", prompt_audio=rng.uniform(-0.3, 0.3, 24000).astype(np.float32),
+                       prompt_text="the prompt", sampling_rate=24000)
+    first = torch.from_numpy(rng.integers(0, model.config.codebook_size, (1, 9)))
+    codes, probabilities = study.nar_with_probabilities(model, inputs, first)
+    assert torch.equal(codes, model.generate_nar(**inputs, first_codebook=first)[0])  # the same passes
+    levels = model.config.num_codebooks
+    assert sorted(probabilities) == list(range(1, levels))
+    for level, p in probabilities.items():
+        assert p.shape == (9, model.config.codebook_size) and torch.allclose(p.sum(-1), torch.ones(9))
+        assert torch.equal(p.argmax(-1), codes[:, level])
+    # One-hot distributions decode to the codec's own waveform of those codes, for any number of codebooks.
+    one_hot = {level: torch.nn.functional.one_hot(codes[:, level], model.config.codebook_size).float()
+               for level in range(1, levels)}
+    for k in (1, 2, levels):
+        assert torch.allclose(study.decode_expected(processor.codec, codes[:, 0], one_hot, k),
+                              processor._decode_codes(codes[:, :k]), atol=1e-5)
+    # Uniform distributions add each codebook's mean vector.
+    uniform = {level: torch.full((9, model.config.codebook_size), 1 / model.config.codebook_size)
+               for level in range(1, levels)}
+    layers = processor.codec.quantizer.layers
+    latent = layers[0].codebook.embed[codes[:, 0]] + layers[1].codebook.embed.mean(0)
+    with torch.no_grad():
+        expected = processor.codec.decoder(latent.T[None]).reshape(-1)
+    assert torch.allclose(study.decode_expected(processor.codec, codes[:, 0], uniform, 2), expected, atol=1e-5)
