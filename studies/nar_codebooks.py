@@ -103,21 +103,28 @@ def teacher_forced(model, dataset, unigram, batch_size: int = 8, seed: int = 0) 
 
 def nar_with_probabilities(model, inputs, first_codebook):
     """`generate_nar`'s codes for one item (frames, codebooks) and the NAR's distribution over each codebook 2..K
-    (a dict: 0-based codebook -> (frames, codebook_size) probabilities), from the same passes."""
+    (a dict: 0-based codebook -> (frames, codebook_size) probabilities), read from the very passes that chose
+    the codes: the model's NAR forward is wrapped for the call and keeps the logits of the last `frames` slots
+    (the target's; the prompt's come before them)."""
     import torch
 
+    frames = first_codebook.shape[1]
     probabilities = {}
+    forward = model._nar_forward
 
-    def keep(codebook, logits):
-        probabilities[codebook] = logits[0].float().softmax(dim=-1)
+    def keeping(*args, **kwargs):
+        logits = forward(*args, **kwargs)
+        codebook = kwargs["codebook"] if "codebook" in kwargs else args[-1]
+        probabilities[codebook] = logits[0, logits.shape[1] - frames :].float().softmax(dim=-1)
+        return logits
 
-    checked = model._check_generation_inputs(
-        inputs["input_ids"], inputs.get("attention_mask"), inputs.get("prompt_codes"),
-        inputs.get("prompt_attention_mask"), None, for_ar=False)
-    lengths = torch.tensor([first_codebook.shape[1]])
-    with torch.no_grad():
-        codes = model._generate_other_codebooks(*checked, first_codebook.long(), lengths, on_logits=keep)
-    return codes[0], probabilities
+    model._nar_forward = keeping
+    try:
+        with torch.no_grad():
+            codes = model.generate_nar(**inputs, first_codebook=first_codebook)[0]
+    finally:
+        del model._nar_forward  # the class's method again
+    return codes, probabilities
 
 
 def decode_expected(codec, first_codes, probabilities, codebooks: int):
@@ -181,8 +188,10 @@ def main(argv=None) -> int:
         if number == 1:  # one-hot probabilities must give the codec's own decode, or the expected row means nothing
             one_hot = {level: torch.nn.functional.one_hot(predicted[:, level], model.config.codebook_size).float()
                        for level in range(1, total)}
-            assert torch.allclose(decode_expected(processor.codec, truth[:, 0], one_hot, total),
-                                  processor._decode_codes(predicted), atol=1e-4), "decode_expected is not the codec's"
+            if not torch.allclose(decode_expected(processor.codec, truth[:, 0], one_hot, total),
+                                  processor._decode_codes(predicted), atol=1e-4):
+                raise RuntimeError("decode_expected does not decode one-hot codes as the codec does: this codec "
+                                   "sums its codebooks otherwise, and the expected-vector row would mean nothing.")
         for level, p in probabilities.items():
             top_probability[level + 1] += p.max(dim=-1).values.tolist()
         prompt_embedding = speaker_judge.embed(case.prompt(), rate)

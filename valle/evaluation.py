@@ -474,6 +474,36 @@ def repair_results(path: str | Path) -> None:
         os.replace(temporary, path)
 
 
+def worker_results_path(folder: str | Path, number: int) -> Path:
+    """Where worker `number` of `valle evaluate --workers` appends its results (merged into `results.jsonl` by
+    `merge_worker_results`): one writer per file, so that a write cut off by a crash is always a file's last line."""
+    return Path(folder) / f"results.worker{number}.jsonl"
+
+
+def merge_worker_results(folder: str | Path) -> int:
+    """Appends to `results.jsonl` the records of the workers' files that it lacks, then deletes those files (a cut-off
+    last line of any file is dropped: that result is redone). Safe to run again after an interruption at any point.
+    Returns how many records were added."""
+    folder = Path(folder)
+    parts = sorted(folder.glob("results.worker*.jsonl")) if folder.is_dir() else []
+    if not parts:
+        return 0
+    results = folder / RESULTS_FILE
+    repair_results(results)
+    done = read_results(results)
+    added = 0
+    with open(results, "a", encoding="utf-8") as handle:
+        for part in parts:
+            for key, record in read_results(part).items():
+                if key not in done:
+                    handle.write(json.dumps(record) + "\n")
+                    done[key] = record
+                    added += 1
+    for part in parts:
+        part.unlink()
+    return added
+
+
 def _check_settings(folder: Path, settings: dict) -> None:
     path = folder / SETTINGS_FILE
     if path.is_file():
@@ -686,11 +716,11 @@ def run_evaluation(
     comes, then writes `summary.json` and `table.md` and returns the summary (see `summarize`).
 
     `shard=(number, count)` makes this one of `count` workers sharing the run (`valle evaluate --workers`): it
-    scores only the test cases whose index is `number` modulo `count`, appends to the same results file (a whole
-    line per write) and returns None. The caller repairs a cut-off results file before starting the workers
-    (`repair_results`) and summarises once they are done: a run without `shard` then finds every result in the
-    file and computes nothing again. Each output is seeded from its seed, utterance and system alone, so the
-    results do not depend on how the cases were shared.
+    scores only the test cases whose index is `number` modulo `count`, skips those already in `results.jsonl`,
+    appends to a results file of its own (`worker_results_path`) and returns None. The caller merges the workers'
+    files once they are done (`merge_worker_results`; a run without `shard` merges any it finds first) and
+    summarises: that run finds every result and computes nothing again. Each output is seeded from its seed,
+    utterance and system alone, so the results do not depend on how the cases were shared.
 
     `recognizer` needs `transcribe(waveforms, sampling_rate) -> list[str]`, `speaker_judge` needs
     `embed(waveform, sampling_rate) -> vector`. `settings` describes the run (model, data, judges, ranges,
@@ -705,6 +735,8 @@ def run_evaluation(
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown or not systems:
         raise ValueError(f"unknown system(s) {unknown or systems}; choose from {list(SYSTEMS)}.")
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard must be (number, count) with 0 <= number < count, got {shard}.")
     systems, skipped_systems = _runnable_systems(model, systems)
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
@@ -719,9 +751,15 @@ def run_evaluation(
                 "test_cases": len(cases)}
     _check_settings(folder, settings)
     results_path = folder / RESULTS_FILE
-    if shard is None:  # a worker's caller has done this before starting the workers
+    if shard is None:
+        merge_worker_results(folder)  # what the workers of an interrupted `--workers` run had written
         repair_results(results_path)
-    done = read_results(results_path)
+        done = read_results(results_path)
+        write_path = results_path
+    else:  # a worker reads the merged results and appends to a file of its own
+        write_path = worker_results_path(folder, shard[0])
+        repair_results(write_path)
+        done = {**read_results(results_path), **read_results(write_path)}
 
     work = [
         (index, system, seed)
@@ -730,10 +768,7 @@ def run_evaluation(
         for seed in (seeds if system in SAMPLED_SYSTEMS else [None])
     ]
     if shard is not None:
-        number, count = shard
-        if not 0 <= number < count:
-            raise ValueError(f"shard must be (number, count) with 0 <= number < count, got {shard}.")
-        work = [item for item in work if item[0] % count == number]
+        work = [item for item in work if item[0] % shard[1] == shard[0]]
     todo = [item for item in work if result_key(item[1], cases[item[0]].utterance.id, item[2]) not in done]
     if len(todo) < len(work):
         print(f"resuming: {len(work) - len(todo)} of {len(work)} results already in {results_path}")
@@ -742,7 +777,7 @@ def run_evaluation(
     current: _Case | None = None
     import torch
 
-    with open(results_path, "a", encoding="utf-8") as handle:
+    with open(write_path, "a", encoding="utf-8") as handle:
         for index, system, seed in todo:
             if current is None or current.case is not cases[index]:
                 current = _Case(cases[index], processor, speaker_judge, prompt_seconds, recognizer)

@@ -59,7 +59,8 @@ def add_arguments(parser):
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes that share the test cases (default: 1). On a CPU, one per two or more cores "
-                             "is faster than one process on all of them; the results are the same")
+                             "is faster than one process on all of them; the results are the same. Each loads the "
+                             "model and the judges: with several GPUs they take them in turn, on one GPU they share it")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (default: all cores for one worker, the cores shared out "
                              "among several). Processes started side by side by hand need it too: two processes "
@@ -104,11 +105,19 @@ def run(args) -> int:
         torch.set_num_threads(threads)
     try:
         if args.workers > 1:
-            failed = _run_workers(options, args.workers, threads, progress=not args.no_progress)
-            if failed:
-                print(f"valle evaluate: {failed} of {args.workers} workers stopped with an error (above). The results "
-                      f"they wrote are kept in {args.out}/results.jsonl: run the same command again to resume.",
+            exit_codes = _run_workers(options, args.workers, threads, progress=not args.no_progress)
+            kept = f"The results so far are kept in {args.out}/results.jsonl: run the same command again to resume."
+            if exit_codes is None:
+                print(f"valle evaluate: interrupted. {kept}", file=sys.stderr)
+                return 130
+            if 2 in exit_codes:  # bad input or settings: every worker met it, and a rerun as it is would too
+                print("valle evaluate: the workers stopped on the error above; fix it and run the command again.",
                       file=sys.stderr)
+                return 2
+            failed = sum(code != 0 for code in exit_codes)
+            if failed:
+                print(f"valle evaluate: {failed} of {args.workers} workers stopped (exit codes {exit_codes}; their "
+                      f"errors are above). {kept}", file=sys.stderr)
                 return 1
         # One worker; or, after several, the summary: every result is in the file, nothing is computed again.
         summary = evaluate(**options, progress=not args.no_progress and args.workers == 1)
@@ -130,49 +139,70 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_workers(options: dict, workers: int, threads: int, progress: bool) -> int:
-    """Runs `evaluate(**options)` in `workers` processes, each scoring its share of the test cases into the same
-    results file with `threads` torch threads; shows the results as they arrive. Returns how many failed."""
+def _run_workers(options: dict, workers: int, threads: int, progress: bool) -> list[int] | None:
+    """Runs `evaluate(**options)` in `workers` processes, each scoring its share of the test cases with `threads`
+    torch threads into a results file of its own, and shows the results as they arrive; then merges the workers'
+    files into `results.jsonl`, also when stopped. Returns the workers' exit codes, or None on Ctrl-C."""
     import multiprocessing
     from pathlib import Path
 
     from tqdm.auto import tqdm
 
-    from valle.evaluation import RESULTS_FILE, repair_results
+    from valle.evaluation import RESULTS_FILE, merge_worker_results
 
-    results = Path(options["output_dir"]) / RESULTS_FILE
-    repair_results(results)
+    folder = Path(options["output_dir"])
+    merge_worker_results(folder)  # those of an earlier run that was stopped before it could merge them
 
     def count() -> int:
-        return results.read_bytes().count(b"\n") if results.is_file() else 0
+        files = [folder / RESULTS_FILE, *folder.glob("results.worker*.jsonl")] if folder.is_dir() else []
+        return sum(path.read_bytes().count(b"\n") for path in files if path.is_file())
 
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch thread pools
-    processes = [context.Process(target=_evaluate_share, args=(options, (number, workers), threads), daemon=True)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch or CUDA state
+    processes = [context.Process(target=_evaluate_share, daemon=True,
+                                 args=({**options, "device": _worker_device(options["device"], number)},
+                                       (number, workers), threads))
                  for number in range(workers)]
     for process in processes:
         process.start()
-    print(f"valle evaluate: {workers} workers, {threads} torch thread(s) each, writing to {results}", file=sys.stderr)
+    print(f"valle evaluate: {workers} workers, {threads} torch thread(s) each, results in {folder / RESULTS_FILE}",
+          file=sys.stderr)
     bar = tqdm(initial=count(), unit="result", desc="valle evaluate", disable=not progress)
+    interrupted = False
     try:
         while any(process.is_alive() for process in processes):
             time.sleep(1.0)
             bar.update(count() - bar.n)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
-        for process in processes:  # an interrupted run stops its workers too
+        for process in processes:  # a stopped run stops its workers too
             if process.is_alive():
                 process.terminate()
             process.join()
-        bar.update(count() - bar.n)
         bar.close()
-    return sum(process.exitcode != 0 for process in processes)
+        merge_worker_results(folder)
+    return None if interrupted else [process.exitcode for process in processes]
+
+
+def _worker_device(device: str | None, number: int) -> str | None:
+    """The device of worker `number`: with several GPUs and no index given, the workers take them in turn."""
+    import torch
+
+    if device not in (None, "cuda") or not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return device
+    return f"cuda:{number % torch.cuda.device_count()}"
 
 
 def _evaluate_share(options: dict, shard: tuple[int, int], threads: int) -> None:
     """One worker of `--workers`: scores its share of the test cases (see `valle.evaluation.run_evaluation`)."""
+    import signal
+
     import torch
 
     from valle.evaluation import LabNotReady, evaluate
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers,
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # and they exit cleanly (whole lines, files closed)
     torch.set_num_threads(threads)
     try:
         evaluate(**options, progress=False, shard=shard)

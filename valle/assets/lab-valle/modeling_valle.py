@@ -1125,12 +1125,9 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         return token
 
     def _generate_other_codebooks(
-        self, input_ids, phoneme_mask, language_ids, prompt_codes, prompt_mask, first_codebook, lengths,
-        on_logits: Callable[[int, torch.Tensor], None] | None = None,
+        self, input_ids, phoneme_mask, language_ids, prompt_codes, prompt_mask, first_codebook, lengths
     ) -> torch.LongTensor:
-        """The NAR's greedy passes, one per codebook 2..K, batched. Returns all codes (B, T, K). `on_logits`, if
-        given, is called after each pass with the 0-based codebook and its logits over the target frames
-        (B, T, codebook_size), e.g. by a study of the NAR's distributions (`studies/nar_codebooks.py`)."""
+        """The NAR's greedy passes, one per codebook 2..K, batched. Returns all codes (B, T, K)."""
         config = self.config
         batch_size, num_frames = first_codebook.shape
         codes = first_codebook.new_zeros(batch_size, num_frames, config.num_codebooks)
@@ -1148,10 +1145,7 @@ class VallEForConditionalCodecGeneration(VallEPreTrainedModel, GenerationMixin):
         for codebook in range(1, config.num_codebooks):
             audio_embeds = torch.cat([prompt_embeds, target_embeds], dim=1)
             logits = self._nar_forward(phoneme_hidden, phoneme_mask, audio_embeds, audio_mask, codebook)
-            logits = logits[:, prompt_length:]
-            if on_logits is not None:
-                on_logits(codebook, logits)
-            predicted = logits.argmax(dim=-1).masked_fill(~target_mask, 0)
+            predicted = logits[:, prompt_length:].argmax(dim=-1).masked_fill(~target_mask, 0)
             codes[..., codebook] = predicted
             if codebook + 1 < config.num_codebooks:
                 target_embeds = target_embeds + self.nar_audio_embeddings[codebook](predicted)
