@@ -106,8 +106,6 @@ def nar_with_probabilities(model, inputs, first_codebook):
     (a dict: 0-based codebook -> (frames, codebook_size) probabilities), read from the very passes that chose
     the codes: the model's NAR forward is wrapped for the call and keeps the logits of the last `frames` slots
     (the target's; the prompt's come before them)."""
-    import torch
-
     frames = first_codebook.shape[1]
     probabilities = {}
     forward = model._nar_forward
@@ -120,8 +118,7 @@ def nar_with_probabilities(model, inputs, first_codebook):
 
     model._nar_forward = keeping
     try:
-        with torch.no_grad():
-            codes = model.generate_nar(**inputs, first_codebook=first_codebook)[0]
+        codes = model.generate_nar(**inputs, first_codebook=first_codebook)[0]  # generate_nar runs under no_grad
     finally:
         del model._nar_forward  # the class's method again
     return codes, probabilities

@@ -480,15 +480,20 @@ def worker_results_path(folder: str | Path, number: int) -> Path:
     return Path(folder) / f"results.worker{number}.jsonl"
 
 
+def worker_results_files(folder: str | Path) -> list[Path]:
+    """The workers' results files in `folder` (see `worker_results_path`), in order; none if it does not exist."""
+    folder = Path(folder)
+    return sorted(folder.glob("results.worker*.jsonl")) if folder.is_dir() else []
+
+
 def merge_worker_results(folder: str | Path) -> int:
     """Appends to `results.jsonl` the records of the workers' files that it lacks, then deletes those files (a cut-off
     last line of any file is dropped: that result is redone). Safe to run again after an interruption at any point.
     Returns how many records were added."""
-    folder = Path(folder)
-    parts = sorted(folder.glob("results.worker*.jsonl")) if folder.is_dir() else []
+    parts = worker_results_files(folder)
     if not parts:
         return 0
-    results = folder / RESULTS_FILE
+    results = Path(folder) / RESULTS_FILE
     repair_results(results)
     done = read_results(results)
     added = 0

@@ -148,13 +148,13 @@ def _run_workers(options: dict, workers: int, threads: int, progress: bool) -> l
 
     from tqdm.auto import tqdm
 
-    from valle.evaluation import RESULTS_FILE, merge_worker_results
+    from valle.evaluation import RESULTS_FILE, merge_worker_results, worker_results_files
 
     folder = Path(options["output_dir"])
     merge_worker_results(folder)  # those of an earlier run that was stopped before it could merge them
 
     def count() -> int:
-        files = [folder / RESULTS_FILE, *folder.glob("results.worker*.jsonl")] if folder.is_dir() else []
+        files = [folder / RESULTS_FILE, *worker_results_files(folder)]
         return sum(path.read_bytes().count(b"\n") for path in files if path.is_file())
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch or CUDA state
